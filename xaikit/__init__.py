@@ -1,0 +1,162 @@
+"""xaikit: explain vision-transformer image classifiers through semantic parts.
+
+The public API. Components are built by name from plugins (:func:`create`, :func:`list_components`);
+value types and interfaces are importable from here. Names that need torch (the value types,
+interfaces and datasets) are imported on first use, so that ``import xaikit`` and listing plugins stay
+instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from xaikit.errors import (
+    CapabilityError,
+    DatasetError,
+    DuplicateComponentError,
+    MissingDependencyError,
+    PluginError,
+    UnknownComponentError,
+    UnknownKindError,
+    UnknownOptionError,
+    XaikitError,
+)
+from xaikit.hookspecs import KINDS, hookimpl
+from xaikit.registry import ComponentInfo, PluginInfo, Registry
+
+if TYPE_CHECKING:
+    from xaikit.data.cub import CUBDataset
+    from xaikit.data.parts import CUB_PART_NAMES
+    from xaikit.data.synthetic import SynthConfig, write_synthetic_birds
+    from xaikit.interfaces import Backbone, Capability, Dataset, Explainer, Matcher, Metric, Segmenter
+    from xaikit.types import Explanation, Features, Match, MetricResult, PartMap, Sample
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Sample": "xaikit.types",
+    "Features": "xaikit.types",
+    "PartMap": "xaikit.types",
+    "Match": "xaikit.types",
+    "Explanation": "xaikit.types",
+    "MetricResult": "xaikit.types",
+    "Backbone": "xaikit.interfaces",
+    "Segmenter": "xaikit.interfaces",
+    "Matcher": "xaikit.interfaces",
+    "Explainer": "xaikit.interfaces",
+    "Metric": "xaikit.interfaces",
+    "Dataset": "xaikit.interfaces",
+    "Capability": "xaikit.interfaces",
+    "CUBDataset": "xaikit.data.cub",
+    "CUB_PART_NAMES": "xaikit.data.parts",
+    "SynthConfig": "xaikit.data.synthetic",
+    "write_synthetic_birds": "xaikit.data.synthetic",
+}
+
+_registry: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide :class:`Registry`, loading entry-point plugins on first use."""
+    global _registry
+    if _registry is None:
+        _registry = Registry()
+        _registry.load_entry_points()
+    return _registry
+
+
+def create(kind: str, name: str, /, **options: Any) -> Any:
+    """Build a component by kind and name, as in ``create("segmenter", "clipseg", device="cpu")``.
+
+    Args:
+        kind: one of ``backbone``, ``segmenter``, ``matcher``, ``explainer``, ``metric``, ``dataset``
+            (plural accepted).
+        name: the registered name; families take a variant as ``name:variant``.
+        **options: keyword arguments for the component's factory.
+
+    Raises:
+        UnknownComponentError: no such name (the message suggests close names).
+        UnknownOptionError: an option the component does not take, or a required one missing.
+        MissingDependencyError: an optional dependency of the component is not installed.
+        DuplicateComponentError: two plugins register the name.
+        PluginError: the plugin failed to build the component.
+    """
+    return get_registry().create(kind, name, **options)
+
+
+def list_components(kind: str | None = None) -> list[ComponentInfo]:
+    """Every registered component (of one kind, if given), without importing or building any."""
+    return get_registry().components(kind)
+
+
+def list_plugins() -> list[PluginInfo]:
+    """Every plugin xaikit found, including those that failed (status ``"error"``)."""
+    return get_registry().plugins()
+
+
+def register_plugin(plugin: object, name: str | None = None) -> PluginInfo:
+    """Register a plugin object (a module or any object with ``@hookimpl`` functions) at run time.
+
+    For code that cannot ship an entry point, such as a notebook; returns the plugin's status.
+    """
+    return get_registry().register_plugin(plugin, name)
+
+
+def unregister_plugin(name: str) -> None:
+    """Remove a plugin registered by :func:`register_plugin` (or found by entry point)."""
+    get_registry().unregister_plugin(name)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'xaikit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+__all__ = [
+    "KINDS",
+    "CUB_PART_NAMES",
+    "Backbone",
+    "CUBDataset",
+    "Capability",
+    "CapabilityError",
+    "ComponentInfo",
+    "Dataset",
+    "DatasetError",
+    "DuplicateComponentError",
+    "Explainer",
+    "Explanation",
+    "Features",
+    "Match",
+    "Matcher",
+    "Metric",
+    "MetricResult",
+    "MissingDependencyError",
+    "PartMap",
+    "PluginError",
+    "PluginInfo",
+    "Registry",
+    "Sample",
+    "Segmenter",
+    "SynthConfig",
+    "UnknownComponentError",
+    "UnknownKindError",
+    "UnknownOptionError",
+    "XaikitError",
+    "__version__",
+    "create",
+    "get_registry",
+    "hookimpl",
+    "list_components",
+    "list_plugins",
+    "register_plugin",
+    "unregister_plugin",
+    "write_synthetic_birds",
+]

@@ -1,0 +1,7 @@
+"""``python -m xaikit`` runs the command line."""
+
+import sys
+
+from xaikit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,66 @@
+"""The ``xaikit`` command line: ``xaikit plugins``, ``xaikit list``, ``xaikit info``, ``xaikit data``.
+
+Every command has ``--help``. Errors are one sentence on standard error and a non-zero exit code
+(2 for anything xaikit refuses, 1 for an unexpected internal error); ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Sequence
+
+from xaikit.cli import data, plugins
+from xaikit.cli.console import ArgumentParser, print_error
+from xaikit.errors import XaikitError
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> ArgumentParser:
+    """The top-level parser with every subcommand attached."""
+    parser = ArgumentParser(
+        prog="xaikit",
+        description="Explain vision-transformer image classifiers through semantic parts.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    parser.add_argument("--version", action="version", version=f"xaikit {_version()}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    plugins.add_commands(commands)
+    data.add_commands(commands)
+    return parser
+
+
+def _version() -> str:
+    from xaikit import __version__
+
+    return __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return its exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except XaikitError as error:
+        if args.debug:
+            traceback.print_exc()
+        print_error(str(error))
+        return error.exit_code
+    except KeyboardInterrupt:
+        print_error("interrupted")
+        return 130
+    except Exception as error:  # noqa: BLE001 - the last line of defence: one sentence, not a dump
+        if args.debug:
+            traceback.print_exc()
+            print_error(f"internal error: {type(error).__name__}: {error}")
+        else:
+            print_error(
+                f"internal error: {type(error).__name__}: {error} (rerun with --debug for the traceback)"
+            )
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

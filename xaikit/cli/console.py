@@ -1,0 +1,31 @@
+"""Console output shared by every command: rich consoles, one-line errors, the argument parser."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+from rich.console import Console
+from rich.markup import escape
+
+stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_error(message: str) -> None:
+    """Print ``error: <message>`` on one line of standard error."""
+    stderr.print(f"[bold red]error:[/] {escape(message)}")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print_error(f"{self.prog}: {message} (see '{self.prog} --help')")
+        sys.exit(2)
+
+
+def add_debug(parser: argparse.ArgumentParser) -> None:
+    """Accept ``--debug`` after a subcommand too, without overriding one given before it."""
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback on errors")

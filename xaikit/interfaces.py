@@ -1,0 +1,214 @@
+"""The interfaces every xaikit component implements, one abstract class per kind.
+
+A plugin registers a factory for one of these kinds (see :mod:`xaikit.hookspecs`);
+:func:`xaikit.create` checks that what the factory builds is an instance of the kind's class. Shapes
+follow the conventions in :mod:`xaikit.types`.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from xaikit.errors import CapabilityError
+from xaikit.types import Explanation, Features, Match, MetricResult, PartMap, Sample
+
+__all__ = [
+    "Backbone",
+    "Capability",
+    "Dataset",
+    "Explainer",
+    "Matcher",
+    "Metric",
+    "Segmenter",
+]
+
+
+class Dataset(ABC):
+    """A finite, indexable source of :class:`~xaikit.Sample` objects.
+
+    Attributes:
+        classes: class names; ``Sample.label`` indexes this list.
+        part_names: names of the keypoint parts; ``Sample.keypoints`` rows follow this order.
+    """
+
+    kind: ClassVar[str] = "dataset"
+    classes: Sequence[str]
+    part_names: Sequence[str]
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """Number of samples."""
+
+    @abstractmethod
+    def __getitem__(self, index: int) -> Sample:
+        """Decode and return sample ``index`` (``0 <= index < len(self)``)."""
+
+    @property
+    @abstractmethod
+    def labels(self) -> np.ndarray:
+        """Class index of every sample, ``(N,)`` ``int64``, without decoding any image."""
+
+    @abstractmethod
+    def split(self, name: str) -> Dataset:
+        """The ``"train"``, ``"test"`` or ``"all"`` part of this dataset, as a dataset of its own."""
+
+    def __iter__(self) -> Iterator[Sample]:
+        for index in range(len(self)):
+            yield self[index]
+
+
+class Backbone(ABC):
+    """A vision transformer that turns images into :class:`~xaikit.Features`.
+
+    Attributes:
+        embed_dim: ``D``, the feature dimension.
+        patch_size: side of one square patch in input pixels.
+    """
+
+    kind: ClassVar[str] = "backbone"
+    embed_dim: int
+    patch_size: int
+
+    @abstractmethod
+    def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """Resize and normalise RGB images ``(H, W, 3)`` ``uint8`` to the model input ``(B, 3, S, S)``."""
+
+    @abstractmethod
+    def features(self, pixels: torch.Tensor) -> Features:
+        """Run the model on preprocessed ``(B, 3, S, S)`` input; no gradients unless the caller asks."""
+
+    def __call__(self, images: Sequence[np.ndarray]) -> Features:
+        """Preprocess ``images`` and return their :class:`~xaikit.Features`."""
+        return self.features(self.preprocess(images))
+
+
+class Segmenter(ABC):
+    """Splits images into labelled parts.
+
+    Attributes:
+        vocabulary: the part names this segmenter looks for, in label order (label ``i + 1`` is
+            ``vocabulary[i]`` unless the segmenter documents otherwise).
+        joint: ``True`` when label ids are only consistent *within* one :meth:`segment` call
+            (co-segmentation of a set, anonymous parts); ``False`` when they always mean the same
+            vocabulary entry.
+    """
+
+    kind: ClassVar[str] = "segmenter"
+    joint: ClassVar[bool] = False
+    vocabulary: Sequence[str]
+
+    @abstractmethod
+    def segment(self, samples: Sequence[Sample]) -> list[PartMap]:
+        """Return one :class:`~xaikit.PartMap` per sample, each the size of the sample's image."""
+
+
+class Matcher(ABC):
+    """Pairs up two sets of descriptors."""
+
+    kind: ClassVar[str] = "matcher"
+
+    @abstractmethod
+    def match(self, query: torch.Tensor, candidates: torch.Tensor) -> Match:
+        """Match query descriptors ``(n, D)`` to candidate descriptors ``(m, D)``.
+
+        Returns:
+            A :class:`~xaikit.Match` whose indices point into the rows of ``query`` and ``candidates``.
+        """
+
+
+class Capability(str, enum.Enum):
+    """What an explainer can provide, and so what a metric may require of it."""
+
+    PREDICTIONS = "predictions"
+    """:meth:`Explainer.explain` returns predictions and class scores (every explainer)."""
+    CONCEPT_MAPS = "concept-maps"
+    """:meth:`Explainer.concept_maps` returns ``(B, K, h, w)`` concept activations."""
+    DIFFERENTIABLE = "differentiable"
+    """:meth:`Explainer.forward` is a differentiable map from pixels to class scores."""
+
+
+class Explainer(ABC):
+    """A classifier that explains its decisions.
+
+    Subclasses set :attr:`capabilities` to what they implement beyond predictions; metrics are
+    refused, with a clear message, when an explainer lacks what they require.
+    """
+
+    kind: ClassVar[str] = "explainer"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.PREDICTIONS})
+
+    @abstractmethod
+    def fit(self, dataset: Dataset) -> Explainer:
+        """Prepare on the training data (build a gallery, train, ...) and return ``self``."""
+
+    @abstractmethod
+    def explain(self, samples: Sequence[Sample]) -> Explanation:
+        """Classify ``samples`` and explain each decision."""
+
+    @property
+    def concept_names(self) -> Sequence[str] | None:
+        """Names of the ``K`` concepts of :meth:`concept_maps`, or ``None``."""
+        return None
+
+    def concept_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """Concept activations for RGB images ``(B, 3, H, W)`` float in ``[0, 1]``.
+
+        Metrics such as stability perturb the images before calling this, so values may lie
+        slightly outside ``[0, 1]``. Returns ``(B, K, h, w)`` float, higher = more active; a metric
+        upsamples the ``h x w`` grid to its own geometry.
+
+        Raises:
+            CapabilityError: when the explainer has no concept maps (the default).
+        """
+        raise CapabilityError(f"explainer {type(self).__name__} does not provide concept maps")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Differentiable class scores ``(B, C)`` for RGB images ``(B, 3, H, W)`` float in ``[0, 1]``.
+
+        Raises:
+            CapabilityError: when the explainer is not differentiable (the default).
+        """
+        raise CapabilityError(f"explainer {type(self).__name__} is not differentiable")
+
+
+class Metric(ABC):
+    """Scores an explainer on a dataset.
+
+    Attributes:
+        name: the registered name, repeated in each :class:`~xaikit.MetricResult`.
+        higher_is_better: the direction in which the score improves.
+        requires: capabilities the explainer must have.
+    """
+
+    kind: ClassVar[str] = "metric"
+    name: ClassVar[str]
+    higher_is_better: ClassVar[bool] = True
+    requires: ClassVar[frozenset[Capability]] = frozenset({Capability.PREDICTIONS})
+
+    def check(self, explainer: Explainer) -> None:
+        """Refuse an explainer that lacks a required capability.
+
+        Raises:
+            CapabilityError: naming the metric, the explainer and what is missing.
+        """
+        missing = sorted(c.value for c in self.requires - explainer.capabilities)
+        if missing:
+            raise CapabilityError(
+                f"metric '{self.name}' needs {', '.join(missing)} from the explainer, "
+                f"which {type(explainer).__name__} does not provide"
+            )
+
+    @abstractmethod
+    def evaluate(self, explainer: Explainer, dataset: Dataset) -> MetricResult:
+        """Score a fitted ``explainer`` on ``dataset`` (usually the test split)."""
+
+    def __call__(self, explainer: Explainer, dataset: Dataset) -> MetricResult:
+        """:meth:`check` the explainer, then :meth:`evaluate` it."""
+        self.check(explainer)
+        return self.evaluate(explainer, dataset)
