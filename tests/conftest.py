@@ -12,6 +12,9 @@ import pytest
 
 import xaikit
 
+# Tests never reach a model hub: fail fast instead of hanging on a download.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 CUB_MINI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cub200-mini"
 
 
@@ -59,6 +62,3 @@ def plugin_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Plu
     yield make
     for module in modules:
         sys.modules.pop(module, None)
-
-# Tests never reach a model hub: fail fast instead of hanging on a download.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -316,3 +316,28 @@ def test_listing_imports_no_heavy_library():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(result.stdout.replace("'", '"')) == []
+
+
+def test_two_distributions_with_one_entry_point_name(plugin_dist):
+    plugin_dist("first-dist", "first_plugin", "", entry_name="same")
+    plugin_dist("second-dist", "second_plugin", "", entry_name="same")
+    registry = Registry()
+    registry.load_entry_points(third_party=True)
+    records = {p.name: p for p in registry.plugins()}
+    kept, clash = records["same"], next(p for name, p in records.items() if name.startswith("same ("))
+    assert kept.status == "ok" and clash.status == "error"
+    assert {kept.distribution, clash.distribution} == {"first-dist", "second-dist"}
+    assert f"already taken by distribution '{kept.distribution}'" in clash.error
+
+
+def test_a_wrapper_registration_hook_is_refused():
+    plugin = SimpleNamespace()
+
+    @xaikit.hookimpl(wrapper=True)
+    def register_matchers(register):
+        yield
+
+    plugin.register_matchers = register_matchers
+    registry = Registry()
+    info = registry.register_plugin(plugin, "wrapping")
+    assert info.status == "error" and "must be a plain hookimpl, not a wrapper" in info.error

@@ -20,7 +20,7 @@ import inspect
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pluggy
@@ -51,6 +51,10 @@ _INTERFACES = {
 }
 
 
+def _as_json(record: Any) -> dict[str, Any]:
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(record).items()}
+
+
 @dataclass(frozen=True)
 class ComponentInfo:
     """What :func:`xaikit.list_components` reports about one registered component.
@@ -70,18 +74,8 @@ class ComponentInfo:
     variant_arg: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict of every field."""
-        return {
-            "kind": self.kind,
-            "name": self.name,
-            "summary": self.summary,
-            "plugin": self.plugin,
-            "version": self.version,
-            "status": self.status,
-            "error": self.error,
-            "requires": list(self.requires),
-            "variant_arg": self.variant_arg,
-        }
+        """A JSON-serialisable dict of every field (tuples become lists)."""
+        return _as_json(self)
 
 
 @dataclass(frozen=True)
@@ -101,16 +95,8 @@ class PluginInfo:
     components: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict of every field."""
-        return {
-            "name": self.name,
-            "distribution": self.distribution,
-            "version": self.version,
-            "builtin": self.builtin,
-            "status": self.status,
-            "error": self.error,
-            "components": list(self.components),
-        }
+        """A JSON-serialisable dict of every field (tuples become lists)."""
+        return _as_json(self)
 
 
 @dataclass(frozen=True)
@@ -234,7 +220,14 @@ class Registry:
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             distribution, version = _dist_of(entry_point)
             builtin = _is_builtin(distribution)
-            if entry_point.name in self._plugins:
+            taken = self._plugins.get(entry_point.name)
+            if taken is not None:
+                if taken.distribution != distribution:
+                    message = (
+                        f"plugin name '{entry_point.name}' is already taken by distribution "
+                        f"'{taken.distribution}'; one of the two must rename its entry point"
+                    )
+                    self._record(PluginInfo(f"{entry_point.name} ({distribution})", distribution, version, builtin, "error", message))
                 continue
             if not builtin and not third_party:
                 self._record(PluginInfo(entry_point.name, distribution, version, builtin, "disabled"))
@@ -315,6 +308,8 @@ class Registry:
             for impl in caller.get_hookimpls():
                 if impl.plugin is not plugin:
                     continue
+                if impl.hookwrapper or impl.wrapper:
+                    raise PluginError(f"hook register_{kind}s of plugin '{name}' must be a plain hookimpl, not a wrapper")
                 collector = _Collector(kind, name, version)
                 impl.function(*[{"register": collector}[arg] for arg in impl.argnames])
                 staged.extend(collector.entries)

@@ -180,3 +180,13 @@ def test_data_check_reports_a_malformed_row_with_file_and_line(tmp_path, capsys)
 def test_data_check_on_real_photographs(cub_mini, capsys):
     assert main(["data", "check", str(cub_mini), "--decode"]) == 0
     assert "60 images (30 train, 30 test), 200 classes, 15 parts, every image decodes" in capsys.readouterr().out
+
+
+def test_file_system_errors_are_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert main(["data", "check", str(blocker / "inside")]) == 2
+    assert one_line(capsys.readouterr().err).startswith("error: CUB root ")
+    assert main(["data", "synth", "--out", str(blocker / "inside"), "--classes", "2", "--per-class", "2"]) == 2
+    err = one_line(capsys.readouterr().err)
+    assert "internal error" not in err and str(blocker) in err

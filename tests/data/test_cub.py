@@ -209,3 +209,10 @@ def test_real_photographs(cub_mini):
         ][0, 1:]
         assert sample.image.shape[:2] == (int(y + h) - int(y), int(x + w) - int(x))
         assert sample.image.dtype == np.uint8 and sample.image.shape[2] == 3
+
+
+def test_byte_order_marks_and_windows_line_endings_are_accepted(layout):
+    for name in ("images.txt", "classes.txt"):
+        path = layout / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
+    assert CUBDataset(layout).image_ids.tolist() == [10, 20, 35]

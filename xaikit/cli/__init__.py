@@ -48,6 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print_error(str(error))
         return error.exit_code
+    except OSError as error:  # the file system refused: a missing, unreadable or unwritable path
+        if args.debug:
+            traceback.print_exc()
+        print_error(f"{error.filename}: {error.strerror}" if error.filename and error.strerror else str(error))
+        return 2
     except KeyboardInterrupt:
         print_error("interrupted")
         return 130

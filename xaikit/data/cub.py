@@ -51,7 +51,7 @@ def _read_rows(path: Path, fields: tuple[tuple[str, _Field], ...], *, rest: bool
         DatasetError: naming the file and line of the first malformed row.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise DatasetError(f"CUB layout at {path.parent} is missing {path.name}") from None
     except (OSError, UnicodeDecodeError) as error:
