@@ -213,15 +213,15 @@ def test_missing_optional_dependency_is_listed_and_refused():
 
     @xaikit.hookimpl
     def register_segmenters(register):
-        register("needy", "nowhere:Needy", summary="Needs detectron2.", requires=["detectron2_not_installed"],
+        register("needy", "nowhere:Needy", summary="Needs detectron2.", requires=["detectron2_not_installed", "absent_parent.child"],
                  install="pip install detectron2 (see docs/segmenters.md)")
 
     plugin.register_segmenters = register_segmenters
     registry = Registry()
     registry.register_plugin(plugin, "needy-plugin")
     (needy,) = registry.components("segmenter")
-    assert needy.status == "unavailable" and "detectron2_not_installed" in needy.error
-    with pytest.raises(MissingDependencyError, match=r"needs 'detectron2_not_installed', which is not installed; install it with: pip install detectron2"):
+    assert needy.status == "unavailable" and "'detectron2_not_installed', 'absent_parent.child'" in needy.error
+    with pytest.raises(MissingDependencyError, match=r"needs 'detectron2_not_installed', 'absent_parent.child', which are not installed; install it with: pip install detectron2"):
         registry.create("segmenter", "needy")
 
 

@@ -171,9 +171,17 @@ def normalise_kind(kind: str) -> str:
     return singular
 
 
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, found without importing it (a dotted name imports its parent)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _missing(requires: Iterable[str]) -> list[str]:
-    """The required import names that are not installed (checked without importing them)."""
-    return [module for module in requires if importlib.util.find_spec(module) is None]
+    """The required import names that are not installed."""
+    return [module for module in requires if not _installed(module)]
 
 
 def _load_attribute(path: str) -> Any:
@@ -367,7 +375,8 @@ class Registry:
     def _missing_message(entry: _Entry, missing: list[str]) -> str:
         packages = ", ".join(f"'{module}'" for module in missing)
         hint = f"; install it with: {entry.install}" if entry.install else ""
-        return f"{entry.kind} '{entry.name}' needs {packages}, which is not installed{hint}"
+        verb = "is" if len(missing) == 1 else "are"
+        return f"{entry.kind} '{entry.name}' needs {packages}, which {verb} not installed{hint}"
 
     # ---------------------------------------------------------------------------------- building
     def resolve(self, kind: str, name: str) -> tuple[_Entry, str | None]:
