@@ -174,7 +174,7 @@ def test_invalid_plugins_are_recorded_as_errors(plugin_dist, source, message):
     registry.load_entry_points(third_party=True)
     (invalid,) = [p for p in registry.plugins() if p.name == "invalid_plugin"]
     assert invalid.status == "error" and message in invalid.error
-    assert [p.status for p in registry.plugins() if p.builtin] == ["ok"]
+    assert [p.status for p in registry.plugins() if p.builtin] == ["ok", "ok"]
 
 
 def test_two_plugins_with_one_name_conflict_naming_both(plugin_dist, good_registry):
@@ -200,7 +200,7 @@ def test_autoload_switch_skips_third_party_but_keeps_builtins(plugin_dist, good_
     registry = Registry()
     registry.load_entry_points()
     statuses = {p.name: p.status for p in registry.plugins()}
-    assert statuses == {"good": "disabled", "xaikit-datasets": "ok"}
+    assert statuses == {"good": "disabled", "xaikit-backbones": "ok", "xaikit-datasets": "ok"}
     assert not registry.components("segmenter")
     monkeypatch.setenv("XAIKIT_DISABLE_PLUGIN_AUTOLOAD", "0")
     registry = Registry()

@@ -14,18 +14,24 @@ from typing import TYPE_CHECKING, Any
 from xaikit.errors import (
     CapabilityError,
     DatasetError,
+    DeviceError,
     DuplicateComponentError,
     MissingDependencyError,
     PluginError,
     UnknownComponentError,
     UnknownKindError,
     UnknownOptionError,
+    WeightsUnavailableError,
     XaikitError,
 )
 from xaikit.hookspecs import KINDS, hookimpl
 from xaikit.registry import ComponentInfo, PluginInfo, Registry
 
 if TYPE_CHECKING:
+    from xaikit.backbones.base import ViTBackbone
+    from xaikit.backbones.preprocess import Preprocess
+    from xaikit.features.cache import FeatureCache
+    from xaikit.features.extract import extract_features
     from xaikit.data.cub import CUBDataset
     from xaikit.data.parts import CUB_PART_NAMES
     from xaikit.data.synthetic import SynthConfig, write_synthetic_birds
@@ -52,6 +58,10 @@ _LAZY = {
     "CUB_PART_NAMES": "xaikit.data.parts",
     "SynthConfig": "xaikit.data.synthetic",
     "write_synthetic_birds": "xaikit.data.synthetic",
+    "ViTBackbone": "xaikit.backbones.base",
+    "Preprocess": "xaikit.backbones.preprocess",
+    "FeatureCache": "xaikit.features.cache",
+    "extract_features": "xaikit.features.extract",
 }
 
 _registry: Registry | None = None
@@ -130,9 +140,11 @@ __all__ = [
     "ComponentInfo",
     "Dataset",
     "DatasetError",
+    "DeviceError",
     "DuplicateComponentError",
     "Explainer",
     "Explanation",
+    "FeatureCache",
     "Features",
     "Match",
     "Matcher",
@@ -142,6 +154,7 @@ __all__ = [
     "PartMap",
     "PluginError",
     "PluginInfo",
+    "Preprocess",
     "Registry",
     "Sample",
     "Segmenter",
@@ -149,9 +162,12 @@ __all__ = [
     "UnknownComponentError",
     "UnknownKindError",
     "UnknownOptionError",
+    "ViTBackbone",
+    "WeightsUnavailableError",
     "XaikitError",
     "__version__",
     "create",
+    "extract_features",
     "get_registry",
     "hookimpl",
     "list_components",

@@ -60,3 +60,11 @@ def suggest(name: str, candidates: Iterable[str], *, limit: int = 3) -> str:
     quoted = [f"'{c}'" for c in close]
     listed = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " or " + quoted[-1]
     return f"; did you mean {listed}?"
+
+
+class WeightsUnavailableError(XaikitError):
+    """A model's weights are neither on this machine nor downloadable (no network)."""
+
+
+class DeviceError(XaikitError):
+    """A requested device (e.g. ``cuda``) is not available."""

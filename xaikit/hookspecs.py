@@ -50,7 +50,7 @@ class Register(Protocol):
         """Register one component.
 
         Args:
-            name: the component's name within its kind: lower case letters, digits and ``._+-``
+            name: the component's name within its kind: lower case letters, digits and ``_.+-``
                 (for example ``"vlpart"``, ``"dino-parts"``). Must be unique across all plugins.
             factory: a callable that takes the component's options as keyword arguments and returns
                 the component, or a ``"module:attribute"`` string naming one (preferred: nothing is

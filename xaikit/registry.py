@@ -40,7 +40,7 @@ ENTRY_POINT_GROUP = "xaikit"
 DISABLE_AUTOLOAD_ENV = "XAIKIT_DISABLE_PLUGIN_AUTOLOAD"
 PROJECT_DISTRIBUTION = "xaikit"
 KINDS = hookspecs.KINDS
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._+-]*$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.+-]*$")
 _INTERFACES = {
     "backbone": "Backbone",
     "segmenter": "Segmenter",
@@ -135,7 +135,7 @@ class _Collector:
     ) -> None:
         if not isinstance(name, str) or not _NAME.match(name):
             raise PluginError(
-                f"{self.kind} name {name!r} is invalid: use lower case letters, digits and '._+-'"
+                f"{self.kind} name {name!r} is invalid: use lower case letters, digits and '_.+-'"
             )
         if isinstance(factory, str):
             if not re.match(r"^[\w.]+:[\w.]+$", factory):

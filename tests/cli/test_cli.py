@@ -57,9 +57,10 @@ def test_plugins_json_lists_every_component_with_its_fields(capsys):
     assert set(components) >= {("dataset", "cub"), ("dataset", "synthetic-birds")}
     for component in payload["components"]:
         assert {"kind", "name", "summary", "plugin", "version", "status"} <= set(component)
-        assert component["summary"] and component["status"] == "ok"
+        assert component["summary"] and component["status"] in ("ok", "unavailable")
     assert components[("dataset", "cub")]["plugin"] == "xaikit-datasets"
-    assert [p["name"] for p in payload["plugins"]] == ["xaikit-datasets"]
+    assert [p["name"] for p in payload["plugins"]] == ["xaikit-backbones", "xaikit-datasets"]
+    assert {("backbone", "demo-vit"), ("backbone", "dinov2"), ("backbone", "timm"), ("backbone", "open_clip")} <= set(components)
 
 
 def test_plugins_table_and_list(capsys):

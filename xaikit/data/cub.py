@@ -335,7 +335,7 @@ def _decode(path: Path, mode: str) -> np.ndarray:
     """Decode an image file to a ``uint8`` array in PIL ``mode`` (``"RGB"``: (H, W, 3), ``"L"``: (H, W))."""
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert(mode), dtype=np.uint8)
+            return np.array(image.convert(mode), dtype=np.uint8)
     except FileNotFoundError:
         raise DatasetError(f"image file {path} does not exist") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:

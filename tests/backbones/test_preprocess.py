@@ -1,0 +1,68 @@
+"""Preprocessing: known answers for normalisation, squash versus centre crop, tensor input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from xaikit.backbones import Preprocess, resolve_device
+from xaikit.errors import DeviceError, XaikitError
+
+
+def test_constant_image_normalises_to_the_known_value():
+    preprocess = Preprocess(size=(8, 8), mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 1.0))
+    pixels = preprocess([np.full((20, 30, 3), 255, np.uint8)])
+    assert pixels.shape == (1, 3, 8, 8) and pixels.dtype == torch.float32
+    torch.testing.assert_close(pixels[0, :, 0, 0], torch.tensor([1.0, 3.0, 1.0]))
+
+
+def test_center_crop_keeps_the_middle_and_squash_keeps_everything():
+    image = np.zeros((40, 10, 3), np.uint8)  # a tall image: white top quarter, black elsewhere
+    image[:10] = 255
+    plain = dict(size=(10, 10), interpolation="nearest", mean=(0, 0, 0), std=(1, 1, 1))
+    cropped = Preprocess(mode="center-crop", **plain)([image])
+    squashed = Preprocess(mode="squash", **plain)([image])
+    assert cropped.max() == 0  # rows 15..25 of 40: all black
+    # nearest-exact samples source rows 2, 6, 10, ...: two of them fall in the white top quarter
+    assert squashed[0, 0, :, 0].tolist() == [1.0] * 2 + [0.0] * 8
+
+
+def test_crop_pct_resizes_the_shorter_side_first():
+    image = np.zeros((100, 100, 3), np.uint8)
+    image[:, :6] = 255  # a white left border that the crop must remove
+    preprocess = Preprocess(size=(50, 50), crop_pct=0.5, interpolation="bilinear", mean=(0, 0, 0), std=(1, 1, 1))
+    pixels = preprocess([image])  # 100 -> resized to 100, cropped to the central 50
+    assert pixels.shape == (1, 3, 50, 50) and pixels.max() == 0
+
+
+def test_tensor_input_matches_array_input():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (30, 45, 3), dtype=np.uint8)
+    preprocess = Preprocess(size=(16, 16))
+    as_tensor = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    torch.testing.assert_close(preprocess(as_tensor), preprocess([image]))
+    assert preprocess([]).shape == (0, 3, 16, 16)
+
+
+def test_override_and_validation():
+    base = Preprocess()
+    assert base.override() is base
+    changed = base.override(image_size=518, resize="squash", crop_pct=1.0)
+    assert changed.size == (518, 518) and changed.mode == "squash" and base.size == (224, 224)
+    with pytest.raises(XaikitError, match="unknown resize mode 'stretch'"):
+        base.override(resize="stretch")
+    with pytest.raises(XaikitError, match="crop_pct must be in"):
+        Preprocess(crop_pct=1.5)
+    with pytest.raises(XaikitError, match="expected an RGB image"):
+        base([np.zeros((4, 4), np.uint8)])
+
+
+def test_device_resolution():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(DeviceError, match="unknown device 'gpu0'"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="no CUDA GPU; use --device cpu"):
+            resolve_device("cuda")

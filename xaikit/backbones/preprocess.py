@@ -1,0 +1,128 @@
+"""Image preprocessing for vision transformers: resize, crop and normalise, batched in torch."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from xaikit.errors import XaikitError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MODES = ("squash", "center-crop")
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a backbone turns RGB images into its input tensor.
+
+    Attributes:
+        size: ``(H, W)`` of the model input.
+        mode: ``"center-crop"`` resizes the shorter side to ``floor(min(size) / crop_pct)`` keeping
+            the aspect ratio, then crops the centre (timm's and DINOv2's evaluation transform);
+            ``"squash"`` resizes straight to ``size`` without keeping the aspect ratio (KLC's
+            reference code: ``Resize((224, 224))``).
+        crop_pct: fraction of the resized shorter side kept by ``"center-crop"``.
+        interpolation: ``"bilinear"``, ``"bicubic"`` (antialiased when shrinking) or ``"nearest"``.
+        mean: per-channel mean subtracted after scaling to ``[0, 1]``.
+        std: per-channel standard deviation divided by.
+    """
+
+    size: tuple[int, int] = (224, 224)
+    mode: str = "center-crop"
+    crop_pct: float = 1.0
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise XaikitError(f"unknown resize mode '{self.mode}'; use one of {', '.join(MODES)}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise XaikitError(f"unknown interpolation '{self.interpolation}'; use one of {', '.join(INTERPOLATIONS)}")
+        if not 0 < self.crop_pct <= 1:
+            raise XaikitError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+        object.__setattr__(self, "size", tuple(int(s) for s in self.size))
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+
+    def replace(self, **changes: Any) -> Preprocess:
+        """A copy with some fields changed, e.g. ``replace(mode="squash")``."""
+        return dataclasses.replace(self, **changes)
+
+    def override(self, *, image_size: int | None = None, resize: str | None = None, crop_pct: float | None = None) -> Preprocess:
+        """Apply a backbone's user options on top of the model's own preprocessing.
+
+        Args:
+            image_size: square input side, e.g. 518 for IVPT's DINOv2 or 224 for KLC.
+            resize: ``"squash"`` or ``"center-crop"``.
+            crop_pct: fraction of the resized shorter side kept by ``"center-crop"``.
+        """
+        changes: dict[str, Any] = {}
+        if image_size is not None:
+            changes["size"] = (image_size, image_size)
+        if resize is not None:
+            changes["mode"] = resize
+        if crop_pct is not None:
+            changes["crop_pct"] = crop_pct
+        return self.replace(**changes) if changes else self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as JSON-serialisable values (part of the feature-cache key)."""
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()}
+
+    def __call__(self, images: Sequence[np.ndarray] | torch.Tensor) -> torch.Tensor:
+        """Preprocess a batch.
+
+        Args:
+            images: RGB ``(H, W, 3)`` ``uint8`` arrays (sizes may differ), or a float tensor
+                ``(B, 3, H, W)`` with values in ``[0, 1]``.
+
+        Returns:
+            ``(B, 3, size[0], size[1])`` ``float32``, normalised.
+        """
+        if isinstance(images, torch.Tensor):
+            if images.ndim != 4 or images.shape[1] != 3:
+                raise XaikitError(f"expected images (B, 3, H, W), got {tuple(images.shape)}")
+            return self._normalise(self._resize(images.float()))
+        return torch.cat([self.one(image)[None] for image in images]) if len(images) else torch.zeros(0, 3, *self.size)
+
+    def one(self, image: np.ndarray) -> torch.Tensor:
+        """Preprocess one RGB ``(H, W, 3)`` ``uint8`` image to ``(3, size[0], size[1])``."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise XaikitError(f"expected an RGB image (H, W, 3) uint8, got {image.shape} {image.dtype}")
+        writable = image if image.flags.writeable and image.flags.c_contiguous else np.array(image)
+        pixels = torch.from_numpy(writable).permute(2, 0, 1)[None].float() / 255
+        return self._normalise(self._resize(pixels))[0]
+
+    def _resize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` in ``[0, 1]`` -> ``(B, 3, size)`` by squashing or resize + centre crop."""
+        height, width = pixels.shape[-2:]
+        if self.mode == "squash":
+            return self._interpolate(pixels, self.size)
+        shorter = int(min(self.size) / self.crop_pct)
+        scale = shorter / min(height, width)
+        resized = self._interpolate(pixels, (max(round(height * scale), self.size[0]), max(round(width * scale), self.size[1])))
+        top = (resized.shape[-2] - self.size[0]) // 2
+        left = (resized.shape[-1] - self.size[1]) // 2
+        return resized[..., top : top + self.size[0], left : left + self.size[1]]
+
+    def _interpolate(self, pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        if tuple(pixels.shape[-2:]) == tuple(size):
+            return pixels
+        if self.interpolation == "nearest":
+            return F.interpolate(pixels, size=size, mode="nearest-exact")
+        resized = F.interpolate(pixels, size=size, mode=self.interpolation, align_corners=False, antialias=True)
+        return resized.clamp_(0, 1)  # bicubic overshoots
+
+    def _normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1)
+        return (pixels - mean) / std
