@@ -42,7 +42,7 @@ def test_console_script_is_installed():
     assert "plugins" in result.stdout and "data" in result.stdout
 
 
-@pytest.mark.parametrize("command", [[], ["plugins"], ["list"], ["info"], ["data"], ["data", "synth"], ["data", "check"]])
+@pytest.mark.parametrize("command", [[], ["plugins"], ["list"], ["info"], ["data"], ["data", "synth"], ["data", "check"], ["features"]])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*command, "--help"])

@@ -1,4 +1,4 @@
-"""The ``xaikit`` command line: ``xaikit plugins``, ``xaikit list``, ``xaikit info``, ``xaikit data``.
+"""The ``xaikit`` command line: ``plugins``, ``list``, ``info``, ``data``, ``features``.
 
 Every command has ``--help``. Errors are one sentence on standard error and a non-zero exit code
 (2 for anything xaikit refuses, 1 for an unexpected internal error); ``--debug`` shows the traceback.
@@ -10,7 +10,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from xaikit.cli import data, plugins
+from xaikit.cli import data, features, plugins
 from xaikit.cli.console import ArgumentParser, print_error
 from xaikit.errors import XaikitError
 
@@ -28,6 +28,7 @@ def build_parser() -> ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     plugins.add_commands(commands)
     data.add_commands(commands)
+    features.add_commands(commands)
     return parser
 
 

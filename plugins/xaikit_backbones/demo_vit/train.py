@@ -51,6 +51,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 THREADS = 2
 LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
 """Range of the log aspect ratio of random crops."""
+RELOAD_CHECK_IMAGES = 256
+"""Test images whose logits the reloaded checkpoint must reproduce bit for bit."""
 
 
 # ---------------------------------------------------------------------------------------------- arguments
@@ -355,7 +357,7 @@ def run(args: argparse.Namespace, data_root: Path) -> dict[str, object]:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(model, args.out, class_names)
-    check_reload(args.out, test_images, test_logits, args.batch_size)
+    check_reload(args.out, test_images[:RELOAD_CHECK_IMAGES], test_logits[:RELOAD_CHECK_IMAGES], args.batch_size)
     results["seconds"] = {"data": round(data_seconds, 1), "train": round(train_seconds, 1)}
     return results
 

@@ -1,0 +1,19 @@
+"""``--option key=value`` parsing."""
+
+import pytest
+
+from xaikit.cli.options import parse_options
+from xaikit.errors import XaikitError
+
+
+def test_values_are_json_when_they_parse_and_strings_otherwise():
+    assert parse_options(["k=3", "layers=[8, 9]", "squash=true", "model=facebook/dinov2-base", "ratio=0.5", "empty="]) == {
+        "k": 3, "layers": [8, 9], "squash": True, "model": "facebook/dinov2-base", "ratio": 0.5, "empty": "",
+    }
+    assert parse_options(["args={\"depth\": 2}"]) == {"args": {"depth": 2}}
+
+
+@pytest.mark.parametrize(("pairs", "message"), [(["k"], "'k' is not key=value"), (["=3"], "is not key=value"), (["k=1", "k=2"], "'k' is given twice")])
+def test_malformed_options_are_refused(pairs, message):
+    with pytest.raises(XaikitError, match=message):
+        parse_options(pairs)
