@@ -94,3 +94,14 @@ def test_unknown_model_and_missing_weights_file(tmp_path):
 def test_a_model_without_prefix_tokens_is_refused():
     with pytest.raises(XaikitError, match="is not a vision transformer"):
         xaikit.create("backbone", "timm:resnet18", pretrained=False, device="cpu")
+
+
+def test_dynamic_img_size_models_take_any_input_size(tmp_path):
+    save_file(tiny_model().state_dict(), tmp_path / "model.safetensors")
+    backbone = xaikit.create(
+        "backbone", f"timm:{ARCH}", weights=str(tmp_path / "model.safetensors"),
+        model_args={**TINY, "dynamic_img_size": True}, device="cpu",
+    )
+    for side, grid in ((32, 4), (48, 6), (64, 8)):
+        features = backbone.features(torch.zeros(1, 3, side, side))
+        assert features.patches.shape == (1, grid, grid, 32)

@@ -44,3 +44,13 @@ def test_unavailable_device_and_bad_option_are_one_line(setup, capsys):
     assert capsys.readouterr().err.strip() == "error: option 'squash' is not key=value"
     assert main([*setup, "--option", "colour=red"]) == 2
     assert "has no option 'colour'" in capsys.readouterr().err
+
+
+def test_offline_weights_exit_2_with_one_sentence(setup, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
+    arguments = ["features", "--backbone", "dinov2", "--dataset", "cub", "--data-root", str(tmp_path / "birds"), "--device", "cpu"]
+    assert main(arguments) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot load DINOv2 'facebook/dinov2-base': its weights are not on this machine")
+    assert err.endswith("and pass model=DIR") and "\n" not in err
