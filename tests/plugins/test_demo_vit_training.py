@@ -50,9 +50,11 @@ def test_committed_metrics_match_the_script_defaults():
 
 
 def test_tiny_training_run_is_reproducible_and_reloads_exactly(tmp_path, capsys):
+    threads = torch.get_num_threads()
     assert demo_train.main([*TINY, "--out", str(tmp_path / "a"), "--data", str(tmp_path / "data")]) == 0
     assert demo_train.main([*TINY, "--out", str(tmp_path / "b"), "--data", str(tmp_path / "data")]) == 0
     assert "epoch   2/2" in capsys.readouterr().out
+    assert torch.get_num_threads() == threads and not torch.are_deterministic_algorithms_enabled()
     first, second = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
@@ -66,7 +68,7 @@ def test_tiny_training_run_is_reproducible_and_reloads_exactly(tmp_path, capsys)
 
     metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert metrics["seed"] == 0 and metrics["train_images"] == 4 and metrics["test_images"] == 4
-    assert set(metrics["seconds"]) == {"data", "train", "total"}
+    assert set(metrics["seconds"]) == {"data", "train", "eval", "total"}
 
 
 def test_another_seed_gives_other_weights(tmp_path):
@@ -80,6 +82,14 @@ def test_data_directory_of_another_configuration_is_refused(tmp_path):
     demo_train.main([*TINY, "--out", str(tmp_path / "a"), "--data", str(tmp_path / "data")])
     with pytest.raises(SystemExit, match="holds a different synthetic-birds dataset"):
         demo_train.main([*TINY, "--per-class", "6", "--out", str(tmp_path / "b"), "--data", str(tmp_path / "data")])
+
+
+def test_data_directory_holding_other_files_is_refused(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "notes.txt").write_text("not a dataset")
+    with pytest.raises(SystemExit, match="already exists and is not empty"):
+        demo_train.main([*TINY, "--out", str(tmp_path / "a"), "--data", str(tmp_path / "data")])
+    assert not (tmp_path / "a").exists()
 
 
 @pytest.mark.parametrize(

@@ -23,14 +23,18 @@ same command on the same machine and library versions gives bit-identical weight
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import platform
+import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import timm
@@ -42,6 +46,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from xaikit.data.cub import CUBDataset
 from xaikit.data.synthetic import GENERATOR_VERSION, SynthConfig, write_synthetic_birds
+from xaikit.errors import DatasetError
 
 ARCHITECTURE = "vit_tiny_patch16_224"
 """timm architecture the model is built from; every size argument is overridden by the recipe."""
@@ -89,18 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--data-seed", type=_bounded(int, 0), default=0, help="generator seed")
     model = parser.add_argument_group("model")
     model.add_argument("--patch-size", type=_bounded(int, 1), default=8)
-    model.add_argument("--embed-dim", type=_bounded(int, 1), default=160)
+    model.add_argument("--embed-dim", type=_bounded(int, 1), default=128)
     model.add_argument("--depth", type=_bounded(int, 1), default=6)
     model.add_argument("--heads", type=_bounded(int, 1), default=4)
     model.add_argument("--mlp-ratio", type=_bounded(float, 0.25), default=4.0)
     recipe = parser.add_argument_group("recipe")
-    recipe.add_argument("--epochs", type=_bounded(int, 1), default=8)
-    recipe.add_argument("--batch-size", type=_bounded(int, 1), default=64)
+    recipe.add_argument("--epochs", type=_bounded(int, 1), default=12)
+    recipe.add_argument("--batch-size", type=_bounded(int, 1), default=32)
     recipe.add_argument("--lr", type=_bounded(float, 0.0), default=1e-3, help="peak learning rate")
     recipe.add_argument("--weight-decay", type=_bounded(float, 0.0), default=0.05)
     recipe.add_argument("--warmup-epochs", type=_bounded(float, 0.0), default=1.0)
     recipe.add_argument("--label-smoothing", type=_bounded(float, 0.0, 0.99), default=0.1)
-    recipe.add_argument("--min-scale", type=_bounded(float, 0.05, 1.0), default=0.6, help="smallest random-crop area")
+    recipe.add_argument("--min-scale", type=_bounded(float, 0.05, 1.0), default=0.75, help="smallest random-crop area")
     recipe.add_argument("--grad-clip", type=_bounded(float, 0.0), default=1.0, help="max gradient norm (0: off)")
     recipe.add_argument("--seed", type=_bounded(int, 0), default=0, help="training seed")
     return parser
@@ -131,11 +136,15 @@ def ensure_dataset(root: Path, config: SynthConfig) -> Path:
     """Write synthetic-birds for ``config`` into ``root``, or reuse the one already there.
 
     Raises:
-        SystemExit: If ``root`` holds a synthetic-birds dataset of another configuration or generator version.
+        SystemExit: If ``root`` holds a synthetic-birds dataset of another configuration or generator version,
+            or is a file or a non-empty directory without a dataset.
     """
     meta = root / "synthetic_birds.json"
     if not meta.exists():
-        return write_synthetic_birds(root, config)
+        try:
+            return write_synthetic_birds(root, config)
+        except DatasetError as error:
+            sys.exit(f"error: {error}")
     found = json.loads(meta.read_text())
     wanted = {"generator_version": GENERATOR_VERSION, "config": vars(config)}
     if {key: found.get(key) for key in wanted} != wanted:
@@ -157,11 +166,20 @@ def load_split(root: Path, split: str) -> tuple[torch.Tensor, torch.Tensor, tupl
 # --------------------------------------------------------------------------------------------------- model
 
 
-def seed_everything(seed: int) -> None:
-    """Seed torch, make every op deterministic and fix the thread count to :data:`THREADS`."""
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(THREADS)
+@contextlib.contextmanager
+def deterministic(seed: int) -> Iterator[None]:
+    """Seed torch, make every op deterministic and use :data:`THREADS` threads; restore the previous state on exit."""
+    threads = torch.get_num_threads()
+    strict, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        torch.use_deterministic_algorithms(True)
+        torch.set_num_threads(THREADS)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(strict, warn_only=warn_only)
+            torch.set_num_threads(threads)
 
 
 def build_model(args: argparse.Namespace) -> VisionTransformer:
@@ -305,8 +323,16 @@ def check_reload(out: Path, images: torch.Tensor, expected: torch.Tensor, batch_
         raise RuntimeError(f"the checkpoint in {out} does not reproduce the trained model's logits")
 
 
-def write_metrics(path: Path, args: argparse.Namespace, results: dict[str, object]) -> None:
-    """Write ``metrics.json``: ``results`` plus the recipe, the data configuration and the environment."""
+def _cpu_name() -> str:
+    """Return the CPU model name from ``/proc/cpuinfo``, or the machine type where that is unavailable."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.machine()
+
+
+def write_metrics(path: Path, args: argparse.Namespace, argv: Sequence[str], results: dict[str, Any]) -> None:
+    """Write ``metrics.json``: ``results`` plus the recipe, the data configuration, the command and the environment."""
     recipe = {k: v for k, v in vars(args).items() if k not in ("out", "data")}
     metrics = {
         **results,
@@ -314,25 +340,25 @@ def write_metrics(path: Path, args: argparse.Namespace, results: dict[str, objec
         "recipe": recipe,
         "data": {"generator": "synthetic-birds", "generator_version": GENERATOR_VERSION, **vars(synth_config(args))},
         "architecture": ARCHITECTURE,
-        "command": "python -m xaikit_backbones.demo_vit.train " + " ".join(sys.argv[1:]),
+        "command": shlex.join(["python", "-m", "xaikit_backbones.demo_vit.train", *argv]),
         "environment": {
             "python": platform.python_version(),
             "torch": torch.__version__,
             "timm": timm.__version__,
             "numpy": np.__version__,
-            "threads": torch.get_num_threads(),
-            "machine": platform.machine(),
-            "processor": platform.processor() or platform.machine(),
+            "threads": THREADS,
+            "cpu": _cpu_name(),
+            "cpu_count": os.cpu_count(),
         },
     }
     path.write_text(json.dumps(metrics, indent=2) + "\n")
 
 
-def run(args: argparse.Namespace, data_root: Path) -> dict[str, object]:
-    """Generate or reuse the data in ``data_root``, train, evaluate and write everything into ``args.out``.
+def run(args: argparse.Namespace, data_root: Path) -> dict[str, Any]:
+    """Generate or reuse the data in ``data_root``, train, evaluate and write the checkpoint into ``args.out``.
 
     Returns:
-        The results written to ``metrics.json`` before the recipe and environment are added.
+        Accuracies, split sizes, parameter count and ``seconds`` spent on data, training and evaluation.
     """
     clock = time.perf_counter()
     root = ensure_dataset(data_root, synth_config(args))
@@ -340,30 +366,33 @@ def run(args: argparse.Namespace, data_root: Path) -> dict[str, object]:
     test_images, test_labels, _ = load_split(root, "test")
     data_seconds = time.perf_counter() - clock
     print(f"data: {len(train_labels)} train / {len(test_labels)} test images in {data_seconds:.0f} s", flush=True)
-    seed_everything(args.seed)
-    model = build_model(args)
-    parameters = sum(p.numel() for p in model.parameters())
-    print(f"model: {parameters:,} parameters, {model.patch_embed.grid_size} patch grid", flush=True)
-    clock = time.perf_counter()
-    train(model, train_images, train_labels, args)
-    train_seconds = time.perf_counter() - clock
-    test_logits = predict(model, test_images, args.batch_size)
-    results = {
-        "train_accuracy": accuracy(predict(model, train_images, args.batch_size), train_labels),
+    with deterministic(args.seed):
+        model = build_model(args)
+        parameters = sum(p.numel() for p in model.parameters())
+        print(f"model: {parameters:,} parameters, {model.patch_embed.grid_size} patch grid", flush=True)
+        clock = time.perf_counter()
+        train(model, train_images, train_labels, args)
+        train_seconds = time.perf_counter() - clock
+        clock = time.perf_counter()
+        test_logits = predict(model, test_images, args.batch_size)
+        train_accuracy = accuracy(predict(model, train_images, args.batch_size), train_labels)
+        eval_seconds = time.perf_counter() - clock
+        args.out.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(model, args.out, class_names)
+        check_reload(args.out, test_images[:RELOAD_CHECK_IMAGES], test_logits[:RELOAD_CHECK_IMAGES], args.batch_size)
+    return {
+        "train_accuracy": train_accuracy,
         "test_accuracy": accuracy(test_logits, test_labels),
         "train_images": len(train_labels),
         "test_images": len(test_labels),
         "parameters": parameters,
+        "seconds": {"data": round(data_seconds, 1), "train": round(train_seconds, 1), "eval": round(eval_seconds, 1)},
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(model, args.out, class_names)
-    check_reload(args.out, test_images[:RELOAD_CHECK_IMAGES], test_logits[:RELOAD_CHECK_IMAGES], args.batch_size)
-    results["seconds"] = {"data": round(data_seconds, 1), "train": round(train_seconds, 1)}
-    return results
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the script with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     start = time.perf_counter()
     if args.data is None:
@@ -372,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         results = run(args, args.data)
     results["seconds"]["total"] = round(time.perf_counter() - start, 1)
-    write_metrics(args.out / "metrics.json", args, results)
+    write_metrics(args.out / "metrics.json", args, argv, results)
     print(
         f"train acc {results['train_accuracy']:.4f}  test acc {results['test_accuracy']:.4f}  "
         f"total {results['seconds']['total']:.0f} s  -> {args.out}",
