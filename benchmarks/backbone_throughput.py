@@ -2,8 +2,8 @@
 
 Usage::
 
-    python benchmarks/backbone_throughput.py [--backbone demo-vit] [--images 96] [--batch-sizes 1 8 32]
-        [--device auto] [--out-json benchmarks/results/backbone_throughput.json]
+    python benchmarks/backbone_throughput.py [--backbone demo-vit] [--option KEY=VALUE ...] [--images 96]
+        [--batch-sizes 1 8 32] [--device auto] [--out-json benchmarks/results/backbone_throughput.json]
 
 One run measures every batch size on the same synthetic-birds images. Each batch size runs in a
 fresh child process, so that its peak memory is its own. The peak is the maximum resident set size
@@ -24,8 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from xaikit.cli.options import parse_options
 
-def measure(backbone_name: str, data: Path, batch_size: int, device: str, cache_dir: Path) -> dict[str, float]:
+
+def measure(backbone_name: str, options: dict, data: Path, batch_size: int, device: str, cache_dir: Path) -> dict[str, float]:
     """Cold and warm extraction of every image under ``data`` with one batch size (runs in a child process)."""
     import torch
 
@@ -34,7 +36,7 @@ def measure(backbone_name: str, data: Path, batch_size: int, device: str, cache_
     from xaikit.features.extract import extract_features
 
     images = [sample.image for sample in xaikit.create("dataset", "cub", root=data)]
-    backbone = xaikit.create("backbone", backbone_name, device=device)
+    backbone = xaikit.create("backbone", backbone_name, device=device, **options)
     cache = FeatureCache(cache_dir)
     extract_features(backbone, images[:batch_size], batch_size=batch_size, cache=False)  # warm-up: kernels, allocator
     if backbone.device.type == "cuda":
@@ -58,7 +60,7 @@ def run_child(args: argparse.Namespace, data: Path, batch_size: int, scratch: Pa
     """Run :func:`measure` for one batch size in a fresh interpreter and return its JSON result."""
     command = [
         sys.executable, __file__, "--child", "--backbone", args.backbone, "--device", args.device,
-        "--data", str(data), "--batch-sizes", str(batch_size), "--cache-dir", str(scratch / f"cache-{batch_size}"),
+        *[f"--option={pair}" for pair in args.option], "--data", str(data), "--batch-sizes", str(batch_size), "--cache-dir", str(scratch / f"cache-{batch_size}"),
     ]
     result = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -67,6 +69,7 @@ def run_child(args: argparse.Namespace, data: Path, batch_size: int, scratch: Pa
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="demo-vit", help="registered backbone name (default demo-vit)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="backbone option, repeatable")
     parser.add_argument("--images", type=int, default=96, help="synthetic-birds images to extract (default 96)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32], help="batch sizes (default 1 8 32)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(measure(args.backbone, args.data, args.batch_sizes[0], args.device, args.cache_dir)))
+        print(json.dumps(measure(args.backbone, parse_options(args.option), args.data, args.batch_sizes[0], args.device, args.cache_dir)))
         return
 
     from xaikit.data.synthetic import SynthConfig, write_synthetic_birds
@@ -91,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {
         "benchmark": "backbone_throughput",
         "backbone": args.backbone,
+        "options": parse_options(args.option),
         "device": args.device,
         "images": classes * max(2, -(-args.images // classes)),
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
