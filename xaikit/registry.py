@@ -473,30 +473,35 @@ class Registry:
         return component
 
 
+_KEYWORD_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def keyword_options(factory: Callable[..., Any]) -> tuple[list[inspect.Parameter], bool] | None:
+    """The named keyword parameters a factory takes and whether it also takes ``**kwargs``.
+
+    Returns ``None`` for a callable without a readable signature (some builtins).
+    """
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    named = [p for p in parameters if p.kind in _KEYWORD_KINDS]
+    return named, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
 def _check_options(label: str, factory: Callable[..., Any], options: dict[str, Any]) -> None:
     """Refuse options the factory does not take, and required options that are missing."""
-    try:
-        signature = inspect.signature(factory)
-    except (TypeError, ValueError):  # builtins without a signature: let the call decide
+    found = keyword_options(factory)
+    if found is None or found[1]:  # no signature, or **kwargs: let the call decide
         return
-    parameters = signature.parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return
-    accepted = [
-        p.name
-        for p in parameters.values()
-        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    ]
+    parameters = found[0]
+    accepted = [p.name for p in parameters]
     for option in options:
         if option not in accepted:
             hint = suggest(option, accepted) or (
                 f"; its options are {', '.join(accepted)}" if accepted else "; it takes no options"
             )
             raise UnknownOptionError(f"{label} has no option '{option}'{hint}")
-    for parameter in parameters.values():
-        required = parameter.default is inspect.Parameter.empty and parameter.kind in (
-            inspect.Parameter.POSITIONAL_OR_KEYWORD,
-            inspect.Parameter.KEYWORD_ONLY,
-        )
-        if required and parameter.name not in options:
+    for parameter in parameters:
+        if parameter.default is inspect.Parameter.empty and parameter.name not in options:
             raise UnknownOptionError(f"{label} needs the option '{parameter.name}'")

@@ -35,11 +35,12 @@ def _transformers() -> Any:
 def _load(transformers: Any, model: str) -> torch.nn.Module:
     """``AutoModel.from_pretrained`` with one-sentence errors for missing weights and wrong models."""
     local = Path(model).expanduser()
+    source = str(local) if local.exists() else model
     try:
-        config = transformers.AutoConfig.from_pretrained(str(local) if local.exists() else model)
+        config = transformers.AutoConfig.from_pretrained(source)
         if config.model_type not in MODEL_TYPES:
             raise XaikitError(f"'{model}' is a {config.model_type} model, not DINOv2 ({', '.join(MODEL_TYPES)})")
-        return transformers.AutoModel.from_pretrained(str(local) if local.exists() else model)
+        return transformers.AutoModel.from_pretrained(source)
     except (OSError, ValueError) as error:
         if local.exists():
             raise XaikitError(f"{local} is not a transformers DINOv2 directory: {error}") from None

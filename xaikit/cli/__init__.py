@@ -6,6 +6,7 @@ Every command has ``--help``. Errors are one sentence on standard error and a no
 
 from __future__ import annotations
 
+import argparse
 import sys
 import traceback
 from collections.abc import Sequence
@@ -38,6 +39,14 @@ def _version() -> str:
     return __version__
 
 
+def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+    """Report an error in one line (after the traceback with ``--debug``) and return its exit code."""
+    if args.debug:
+        traceback.print_exc()
+    print_error(message)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit code."""
     parser = build_parser()
@@ -45,27 +54,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except XaikitError as error:
-        if args.debug:
-            traceback.print_exc()
-        print_error(str(error))
-        return error.exit_code
+        return _fail(args, str(error), error.exit_code)
     except OSError as error:  # the file system refused: a missing, unreadable or unwritable path
-        if args.debug:
-            traceback.print_exc()
-        print_error(f"{error.filename}: {error.strerror}" if error.filename and error.strerror else str(error))
-        return 2
+        return _fail(args, f"{error.filename}: {error.strerror}" if error.filename and error.strerror else str(error), 2)
     except KeyboardInterrupt:
         print_error("interrupted")
         return 130
     except Exception as error:  # noqa: BLE001 - the last line of defence: one sentence, not a dump
-        if args.debug:
-            traceback.print_exc()
-            print_error(f"internal error: {type(error).__name__}: {error}")
-        else:
-            print_error(
-                f"internal error: {type(error).__name__}: {error} (rerun with --debug for the traceback)"
-            )
-        return 1
+        hint = "" if args.debug else " (rerun with --debug for the traceback)"
+        return _fail(args, f"internal error: {type(error).__name__}: {error}{hint}", 1)
 
 
 if __name__ == "__main__":  # pragma: no cover

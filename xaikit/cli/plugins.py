@@ -14,7 +14,7 @@ from rich.table import Table
 import xaikit
 from xaikit.cli.console import add_debug, stdout
 from xaikit.hookspecs import KINDS
-from xaikit.registry import ComponentInfo, normalise_kind
+from xaikit.registry import ComponentInfo, keyword_options, normalise_kind
 
 _STATUS_STYLE = {"ok": "green", "error": "bold red", "unavailable": "yellow", "disabled": "dim"}
 
@@ -105,14 +105,9 @@ def run_list(args: argparse.Namespace) -> int:
 
 def _options(factory: Any) -> list[tuple[str, str]]:
     """``(name, default)`` for each keyword option the factory takes."""
-    try:
-        parameters = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
-        return []
+    found = keyword_options(factory)
     return [
-        (p.name, "required" if p.default is inspect.Parameter.empty else repr(p.default))
-        for p in parameters
-        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        (p.name, "required" if p.default is inspect.Parameter.empty else repr(p.default)) for p in (found[0] if found else [])
     ]
 
 
