@@ -35,6 +35,20 @@ def cub_mini() -> Path:
     return CUB_MINI
 
 
+@pytest.fixture(scope="session")
+def tiny_birds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic-birds dataset (4 species x 8 images, 128 px), written once per session.
+
+    Read it with ``xaikit.create("dataset", "synthetic-birds", root=tiny_birds)`` (cropped to the
+    boxes, the factory's default) or ``xaikit.CUBDataset(tiny_birds)``; it must not be modified.
+    """
+    from xaikit.data.synthetic import SynthConfig, write_synthetic_birds
+
+    root = tmp_path_factory.mktemp("tiny-birds") / "birds"
+    write_synthetic_birds(root, SynthConfig(classes=4, per_class=8, size=128, seed=3))
+    return root
+
+
 PluginDist = Callable[..., Path]
 
 

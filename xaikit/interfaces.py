@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
-from typing import ClassVar
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ __all__ = [
     "Explainer",
     "Matcher",
     "Metric",
+    "PredictionMetric",
     "Segmenter",
 ]
 
@@ -107,6 +108,15 @@ class Segmenter(ABC):
     def segment(self, samples: Sequence[Sample]) -> list[PartMap]:
         """Return one :class:`~xaikit.PartMap` per sample, each the size of the sample's image."""
 
+    @property
+    def fingerprint(self) -> str | None:
+        """What determines this segmenter's output for a given sample (model weights, options), or ``None``.
+
+        Callers such as KLC cache part maps on disk under this key together with the sample's
+        content; ``None`` (the default) means "do not cache": always recompute.
+        """
+        return None
+
 
 class Matcher(ABC):
     """Pairs up two sets of descriptors."""
@@ -168,6 +178,17 @@ class Explainer(ABC):
         """
         raise CapabilityError(f"explainer {type(self).__name__} does not provide concept maps")
 
+    def render(self, sample: Sample, detail: Mapping[str, Any]) -> np.ndarray:
+        """Draw the explanation of one image: ``detail`` is its entry of :attr:`Explanation.details`.
+
+        Returns:
+            An RGB figure ``(H, W, 3)`` ``uint8``.
+
+        Raises:
+            CapabilityError: when the explainer draws no figures (the default).
+        """
+        raise CapabilityError(f"explainer {type(self).__name__} does not draw explanations")
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Differentiable class scores ``(B, C)`` for RGB images ``(B, 3, H, W)`` float in ``[0, 1]``.
 
@@ -212,3 +233,23 @@ class Metric(ABC):
         """:meth:`check` the explainer, then :meth:`evaluate` it."""
         self.check(explainer)
         return self.evaluate(explainer, dataset)
+
+
+class PredictionMetric(Metric):
+    """A metric computed from predictions alone (class scores and labels), such as accuracy.
+
+    The benchmark runner computes every image's scores once and hands them to :meth:`score`, so a
+    resumed run never recomputes finished images; :meth:`evaluate` does the same for a direct call.
+    """
+
+    @abstractmethod
+    def score(self, labels: torch.Tensor, scores: torch.Tensor) -> MetricResult:
+        """Score predictions: true classes ``(N,)`` ``int64`` and class scores ``(N, C)`` (higher = more likely)."""
+
+    def evaluate(self, explainer: Explainer, dataset: Dataset, batch_size: int = 32) -> MetricResult:
+        """Explain ``dataset`` in batches of ``batch_size`` and :meth:`score` the class scores."""
+        scores = []
+        for start in range(0, len(dataset), batch_size):
+            batch = [dataset[index] for index in range(start, min(start + batch_size, len(dataset)))]
+            scores.append(explainer.explain(batch).scores.float().cpu())
+        return self.score(torch.as_tensor(np.asarray(dataset.labels), dtype=torch.int64), torch.cat(scores))

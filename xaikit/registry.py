@@ -473,6 +473,29 @@ class Registry:
         return component
 
 
+    def accepts(self, kind: str, name: str, option: str) -> bool:
+        """Whether the factory of ``kind``/``name`` takes the keyword ``option`` (or any via ``**kwargs``)."""
+        signature = keyword_options(self.factory(kind, name))
+        if signature is None:
+            return False
+        named, any_keyword = signature
+        return any_keyword or any(parameter.name == option for parameter in named)
+
+    def build(self, kind: str, spec: Any, /, *, offer: dict[str, Any] | None = None, **options: Any) -> Any:
+        """A component from a registered name, or ``spec`` itself when it is already a component.
+
+        Args:
+            kind: the component kind.
+            spec: a registered name (``"dinov2"``, ``"timm:<model>"``) or a built component.
+            offer: shared objects (e.g. ``backbone=``) passed only to factories that take them.
+            **options: keyword arguments every factory must accept.
+        """
+        if not isinstance(spec, str):
+            return spec
+        offered = {key: value for key, value in (offer or {}).items() if self.accepts(kind, spec, key) and key not in options}
+        return self.create(kind, spec, **options, **offered)
+
+
 _KEYWORD_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 

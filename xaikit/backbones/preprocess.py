@@ -102,6 +102,43 @@ class Preprocess:
         pixels = torch.from_numpy(writable).permute(2, 0, 1)[None].float() / 255
         return self._normalise(self._resize(pixels))[0]
 
+    def resize_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """Bring per-pixel label maps into the model input frame, nearest-neighbour.
+
+        Args:
+            labels: ``(H, W)`` or ``(B, H, W)`` integer labels in image pixels.
+
+        Returns:
+            ``size``-shaped labels of the same dtype and leading shape, aligned with the pixels this
+            preprocessing feeds the model (squashed, or resized and centre-cropped).
+        """
+        batched = labels if labels.ndim == 3 else labels[None]
+        nearest = self.replace(interpolation="nearest")._resize(batched[:, None].float())[:, 0]
+        out = nearest.round().to(labels.dtype)
+        return out if labels.ndim == 3 else out[0]
+
+    def labels_to_image(self, labels: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+        """The inverse of :meth:`resize_labels`: model-frame labels back onto an image, nearest-neighbour.
+
+        Args:
+            labels: ``(h, w)`` integer labels covering the model input (e.g. one per patch).
+            image_size: ``(H, W)`` of the original image.
+
+        Returns:
+            ``(H, W)`` labels; with ``"center-crop"``, pixels outside the crop the model saw are 0.
+        """
+        height, width = image_size
+        grid = labels[None, None].float()
+        if self.mode == "squash":
+            return F.interpolate(grid, size=(height, width), mode="nearest-exact")[0, 0].round().to(labels.dtype)
+        shorter = int(min(self.size) / self.crop_pct)
+        scale = shorter / min(height, width)
+        resized = (max(round(height * scale), self.size[0]), max(round(width * scale), self.size[1]))
+        top, left = (resized[0] - self.size[0]) // 2, (resized[1] - self.size[1]) // 2
+        canvas = torch.zeros(1, 1, *resized, dtype=torch.float32, device=labels.device)
+        canvas[..., top : top + self.size[0], left : left + self.size[1]] = F.interpolate(grid, size=self.size, mode="nearest-exact")
+        return F.interpolate(canvas, size=(height, width), mode="nearest-exact")[0, 0].round().to(labels.dtype)
+
     def _resize(self, pixels: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` in ``[0, 1]`` -> ``(B, 3, size)`` by squashing or resize + centre crop."""
         height, width = pixels.shape[-2:]

@@ -33,7 +33,7 @@ from xaikit.errors import DatasetError
 from xaikit.interfaces import Dataset
 from xaikit.types import Sample
 
-__all__ = ["CUBDataset"]
+__all__ = ["CUBDataset", "decode_image"]
 
 SPLITS = ("all", "train", "test")
 _Field = Callable[[str], Any]
@@ -300,7 +300,7 @@ class CUBDataset(Dataset):
         notes = self._annotations
         relative = notes.paths[row]
         path = self.root / "images" / relative
-        image = _decode(path, "RGB")
+        image = decode_image(path, "RGB")
         mask_name = Path(relative).with_suffix(".png")
         part_mask = self._optional_mask(self.root / "part_masks" / mask_name, image.shape[:2])
         foreground = self._optional_mask(self.root / "segmentations" / mask_name, image.shape[:2])
@@ -325,14 +325,18 @@ class CUBDataset(Dataset):
     def _optional_mask(path: Path, size: tuple[int, int]) -> np.ndarray | None:
         if not path.exists():
             return None
-        mask = _decode(path, "L")
+        mask = decode_image(path, "L")
         if mask.shape != size:
             raise DatasetError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but its image is {size[1]}x{size[0]}")
         return mask
 
 
-def _decode(path: Path, mode: str) -> np.ndarray:
-    """Decode an image file to a ``uint8`` array in PIL ``mode`` (``"RGB"``: (H, W, 3), ``"L"``: (H, W))."""
+def decode_image(path: Path, mode: str = "RGB") -> np.ndarray:
+    """Decode an image file to a ``uint8`` array in PIL ``mode`` (``"RGB"``: (H, W, 3), ``"L"``: (H, W)).
+
+    Raises:
+        DatasetError: the file is missing or cannot be decoded (one sentence naming the path).
+    """
     try:
         with Image.open(path) as image:
             return np.array(image.convert(mode), dtype=np.uint8)

@@ -24,7 +24,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import numpy as np
 import safetensors.torch
 import torch
 
+from xaikit.io import write_bytes_atomically
 from xaikit.paths import cache_dir
 
 __all__ = ["FORMAT_VERSION", "FeatureCache"]
@@ -86,26 +86,6 @@ def _to_float16(name: object, tensor: object) -> torch.Tensor:
 def _tensor_bytes(tensor: torch.Tensor) -> np.ndarray:
     """The raw bytes of a contiguous CPU tensor as a flat uint8 array (a view, no copy)."""
     return tensor.reshape(-1).view(torch.uint8).numpy()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or all of the new one.
-
-    The bytes go to a uniquely named temporary file in the same directory, are flushed and fsynced, then
-    renamed over ``path``; the temporary file is removed if anything fails. Concurrent writers of the same
-    path each use their own temporary file, so the last rename wins and the file is never mixed.
-    """
-    fd, temp = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
 
 
 def _map_file(path: Path, size: int) -> torch.Tensor:
@@ -276,7 +256,7 @@ class FeatureCache:
         checksum = _checksum((name, list(t.shape), _tensor_bytes(t)) for name, t in converted.items())
         data = safetensors.torch.save(converted, metadata={_FORMAT_KEY: FORMAT_VERSION, _CHECKSUM_KEY: checksum})
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(path, data)
+        write_bytes_atomically(path, data)
         return converted
 
     def clear(self, namespace: str | None = None) -> None:

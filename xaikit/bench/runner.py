@@ -1,0 +1,261 @@
+"""The benchmark runner: build components by name, fit, explain the test sample, score, write the run.
+
+One run directory holds ``config.json`` (the resolved configuration and versions),
+``items.jsonl`` (one line per test image: prediction, scores, matched parts, or why it was
+skipped) and ``summary.json`` (the metrics). The summary is always computed from ``items.jsonl``
+read back, so a run that was interrupted and resumed gives the same summary as one that was not.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from xaikit.bench.config import RESULT_KEYS, BenchConfig, environment, resolved_options
+from xaikit.bench.rundir import RunDirectory
+from xaikit.bench.sampling import sample_indices
+from xaikit.data.subset import Subset
+from xaikit.errors import DatasetError, UnknownOptionError, XaikitError
+from xaikit.interfaces import Dataset, Explainer, Metric, PredictionMetric
+from xaikit.registry import Registry
+from xaikit.types import Explanation, MetricResult, Sample
+
+__all__ = ["BenchResult", "Progress", "Run", "build_run", "run_bench"]
+
+_SHARED_KINDS = ("backbone", "segmenter", "matcher")
+
+
+class Progress:
+    """Receives progress events; the default ignores them (the CLI shows a bar or plain lines)."""
+
+    def stage(self, message: str) -> None:
+        """A step begins (building components, fitting, scoring)."""
+
+    def start(self, total: int, done: int) -> None:
+        """Explaining begins: ``total`` images, ``done`` of them already finished (resumed)."""
+
+    def advance(self, count: int) -> None:
+        """``count`` more images are finished."""
+
+    def finish(self) -> None:
+        """Explaining is over."""
+
+
+@dataclass
+class BenchResult:
+    """What :func:`run_bench` returns.
+
+    Attributes:
+        path: the run directory.
+        summary: the content of ``summary.json``.
+        metrics: the metric results, in the order of :attr:`BenchConfig.metrics`.
+    """
+
+    path: Path
+    summary: dict[str, Any]
+    metrics: list[MetricResult]
+
+
+@dataclass
+class Run:
+    """Everything built for a run.
+
+    Attributes:
+        train, test: the dataset's splits.
+        explainer: the explainer (not yet fitted).
+        metrics: the metrics, already checked against the explainer.
+        components: the resolved name and options of every component, for ``config.json``.
+        plugins: version of every plugin that provided a component.
+    """
+
+    train: Dataset
+    test: Dataset
+    explainer: Explainer
+    metrics: list[Metric]
+    components: dict[str, Any]
+    plugins: dict[str, str | None]
+
+
+def build_run(config: BenchConfig, registry: Registry) -> Run:
+    """Create the dataset, shared components, explainer and metrics named by ``config``."""
+    used: list[tuple[str, str]] = []
+    record: dict[str, Any] = {}
+
+    def create(kind: str, name: str, options: dict[str, Any], label: str | None = None) -> Any:
+        used.append((kind, name))
+        shown = {key: names.get(id(value), value) for key, value in options.items()}  # components by name
+        record[label or kind] = {"name": name, "options": resolved_options(registry.factory(kind, name), shown)}
+        component = registry.create(kind, name, **options)
+        names[id(component)] = name
+        return component
+
+    names: dict[int, str] = {}
+
+    dataset_options = dict(config.options.get("dataset", {}))
+    if config.data_root is not None:
+        dataset_options["root"] = config.data_root
+    dataset = create("dataset", config.dataset, dataset_options)
+    explainer_options = dict(config.options.get("explainer", {}))
+
+    def accepts(option: str) -> bool:
+        return registry.accepts("explainer", config.explainer, option)
+
+    for key, value in (("k", config.k), ("device", config.device), ("batch_size", config.batch_size)):
+        if key == "k" and value is not None and not accepts(key):
+            raise UnknownOptionError(f"explainer '{config.explainer}' takes no k")
+        if value is not None and accepts(key):
+            explainer_options.setdefault(key, value)
+    built: dict[str, Any] = {}
+    for kind in _SHARED_KINDS:
+        name = getattr(config, kind) or _default_name(registry, config.explainer, kind)
+        if not accepts(kind):
+            if getattr(config, kind) is not None or kind in config.options:
+                raise UnknownOptionError(f"explainer '{config.explainer}' takes no {kind}")
+            continue
+        if name is None:
+            continue
+        options = dict(config.options.get(kind, {}))
+        offer = {"device": config.device, **({"backbone": built["backbone"]} if "backbone" in built else {})}
+        for key, value in offer.items():
+            if key not in options and registry.accepts(kind, name, key):
+                options[key] = value
+        built[kind] = create(kind, name, options)
+        explainer_options[kind] = built[kind]
+    explainer = create("explainer", config.explainer, explainer_options)
+    metrics = [create("metric", name, dict(config.options.get(f"metric.{name}", {})), label=f"metric.{name}") for name in config.metrics]
+    for metric in metrics:
+        metric.check(explainer)
+    infos = {(info.kind, info.name): info for info in registry.components()}
+    plugins = {}
+    for kind, name in used:
+        info = infos.get((kind, name.partition(":")[0]))
+        if info is not None:
+            plugins[info.plugin] = info.version
+    return Run(dataset.split("train"), dataset.split("test"), explainer, metrics, record, plugins)
+
+
+def _default_name(registry: Registry, explainer: str, kind: str) -> str | None:
+    """The explainer factory's default for ``kind`` when it is a registered name."""
+    try:
+        parameter = inspect.signature(registry.factory("explainer", explainer)).parameters.get(kind)
+    except (TypeError, ValueError):
+        return None
+    return parameter.default if parameter is not None and isinstance(parameter.default, str) else None
+
+
+def _record(index: int, sample: Sample, explanation: Explanation, row: int) -> dict[str, Any]:
+    """One ``items.jsonl`` line for an explained image."""
+    prediction = int(explanation.predictions[row])
+    return {
+        "index": index,
+        "image_id": int(sample.image_id),
+        "label": int(sample.label),
+        "prediction": prediction,
+        "correct": prediction == int(sample.label),
+        "scores": [round(float(value), 6) for value in explanation.scores[row]],
+        "details": explanation.details[row],
+    }
+
+
+def _decode(test: Dataset, index: int, strict: bool) -> Sample | dict[str, Any]:
+    """The sample, or a ``skipped`` record saying why it could not be read."""
+    try:
+        return test[index]
+    except DatasetError as error:
+        if strict:
+            raise DatasetError(f"{error} (stopping because of --strict)") from error
+        return {"index": index, "status": "skipped", "reason": str(error)}
+
+
+def _explain_missing(run: Run, directory: RunDirectory, indices: list[int], batch_size: int, strict: bool, progress: Progress) -> None:
+    """Explain every index without a record, a batch at a time, appending each batch durably."""
+    todo = [index for index in indices if index not in directory.items]
+    progress.start(len(indices), len(indices) - len(todo))
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
+        decoded = [(index, _decode(run.test, index, strict)) for index in chunk]
+        samples = [(index, item) for index, item in decoded if isinstance(item, Sample)]
+        records = {index: item for index, item in decoded if isinstance(item, dict)}
+        if samples:
+            explanation = run.explainer.explain([sample for _, sample in samples])
+            records.update({index: _record(index, sample, explanation, row) for row, (index, sample) in enumerate(samples)})
+        directory.append([records[index] for index in chunk])
+        progress.advance(len(chunk))
+    progress.finish()
+
+
+def _summary(run: Run, directory: RunDirectory, indices: list[int], progress: Progress) -> tuple[dict[str, Any], list[MetricResult]]:
+    """Score the finished records (and, for other metrics, the explainer on the evaluated images)."""
+    records = [directory.items[index] for index in indices]
+    done = [record for record in records if record.get("status") != "skipped"]
+    skipped = [{"index": record["index"], "reason": record["reason"]} for record in records if record.get("status") == "skipped"]
+    if not done:
+        raise XaikitError(f"no test image could be evaluated ({len(skipped)} skipped); see {directory.path / 'items.jsonl'}")
+    labels = torch.tensor([record["label"] for record in done], dtype=torch.int64)
+    scores = torch.tensor([record["scores"] for record in done], dtype=torch.float32)
+    results = []
+    for metric in run.metrics:
+        progress.stage(f"scoring {metric.name}")
+        if isinstance(metric, PredictionMetric):
+            results.append(metric.score(labels, scores))
+        else:
+            results.append(metric(run.explainer, Subset(run.test, [record["index"] for record in done])))
+    summary = {
+        "images": len(indices),
+        "evaluated": len(done),
+        "skipped": skipped,
+        "metrics": {result.name: {"value": result.value, "higher_is_better": result.higher_is_better, "details": dict(result.details)} for result in results},
+    }
+    return summary, results
+
+
+def run_bench(
+    config: BenchConfig,
+    out: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    registry: Registry | None = None,
+) -> BenchResult:
+    """Run a benchmark and write it to ``out``: ``config.json``, ``items.jsonl``, ``summary.json``.
+
+    Args:
+        config: what to run.
+        out: the run directory.
+        resume: continue the run in ``out``, skipping images already recorded; its configuration
+            must agree on every key that decides results.
+        overwrite: replace whatever run is in ``out``.
+        progress: receives progress events.
+        registry: where component names are looked up (default: the process-wide registry).
+
+    Raises:
+        XaikitError: a bad name or option, an existing run without ``resume``/``overwrite``, an
+            undecodable image with ``strict``, or an explainer a metric cannot score.
+    """
+    from xaikit import get_registry
+
+    registry = registry or get_registry()
+    progress = progress or Progress()
+    RunDirectory.check_free(out, resume=resume, overwrite=overwrite)
+    progress.stage("building components")
+    run = build_run(config, registry)
+    resolved = {
+        **{key: value for key, value in config.to_dict().items() if key not in ("options", "backbone", "segmenter", "matcher")},
+        "components": run.components,
+        "versions": {**environment(), "plugins": run.plugins},
+    }
+    directory = RunDirectory.open(out, resolved, resume=resume, overwrite=overwrite, same=RESULT_KEYS)
+    indices = sample_indices(len(run.test), config.limit, config.seed)
+    progress.stage(f"fitting {config.explainer} on {len(run.train)} training images")
+    run.explainer.fit(run.train)
+    _explain_missing(run, directory, indices, config.batch_size, config.strict, progress)
+    summary, results = _summary(run, directory, indices, progress)
+    directory.write_summary(summary)
+    return BenchResult(path=directory.path, summary=summary, metrics=results)
+

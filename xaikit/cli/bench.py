@@ -1,0 +1,148 @@
+"""``xaikit bench``: fit an explainer, explain a test sample, score it, and write a resumable run."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
+from rich.table import Table
+
+from xaikit.bench import REFERENCE_SEED, BenchConfig, BenchResult, Progress, run_bench, split_options
+from xaikit.cli.console import add_debug, stderr, stdout
+from xaikit.cli.options import parse_options
+
+DEFAULT = BenchConfig()
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Attach ``bench`` to the top-level subcommands."""
+    bench = commands.add_parser(
+        "bench",
+        help="fit an explainer, explain a test sample and score it",
+        description="Fit an explainer on a dataset's training split, explain its test split (or a random "
+        "sample of it), score the metrics and write config.json, items.jsonl and summary.json to --out. "
+        "With no arguments: synthetic-birds, demo-vit, annotations, mnn, klc, accuracy.",
+    )
+    add_component_arguments(bench)
+    bench.add_argument("--metric", action="append", dest="metrics", metavar="NAME", help="registered metric, repeatable (default accuracy)")
+    bench.add_argument("--limit", type=int, help="evaluate a random sample of this many test images (default: all)")
+    bench.add_argument("--seed", type=int, default=REFERENCE_SEED, help=f"seed of the --limit sample (default {REFERENCE_SEED}, KLC's reference sample)")
+    bench.add_argument("--batch-size", type=int, default=DEFAULT.batch_size, help=f"images per explainer call (default {DEFAULT.batch_size})")
+    bench.add_argument("--out", type=Path, help="run directory (default runs/<dataset>-<explainer>-<time>)")
+    bench.add_argument("--resume", action="store_true", help="continue the run in --out, skipping finished images")
+    bench.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    bench.add_argument("--strict", action="store_true", help="stop at an image that cannot be decoded instead of skipping it")
+    add_debug(bench)
+    bench.set_defaults(handler=run)
+
+
+def add_component_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments that name a run's components and their options (shared with ``xaikit explain``)."""
+    parser.add_argument("--dataset", default=DEFAULT.dataset, help=f"registered dataset (default {DEFAULT.dataset})")
+    parser.add_argument("--data-root", type=Path, help="the dataset's root directory (required for cub)")
+    parser.add_argument("--backbone", help="registered backbone (default: the explainer's, demo-vit for klc)")
+    parser.add_argument("--segmenter", help="registered segmenter (default: the explainer's, annotations for klc)")
+    parser.add_argument("--matcher", help="registered matcher (default: the explainer's, mnn for klc)")
+    parser.add_argument("--explainer", default=DEFAULT.explainer, help=f"registered explainer (default {DEFAULT.explainer})")
+    parser.add_argument("--k", type=int, help="prototypes retrieved per query (klc: 3, the paper; the reference code used 5)")
+    parser.add_argument("--device", default=DEFAULT.device, help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument(
+        "--option", action="append", default=[], metavar="KIND.KEY=VALUE",
+        help="component option, repeatable: backbone.image_size=224, segmenter.radius=0.1, "
+        "metric.consistency.mu=0.8; a bare KEY=VALUE goes to the explainer",
+    )
+
+
+class _Bar(Progress):
+    """A rich progress bar on a terminal."""
+
+    def __init__(self) -> None:
+        self.bar = RichProgress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=stderr, transient=True,
+        )
+        self.task = None
+
+    def stage(self, message: str) -> None:
+        stderr.print(f"[dim]{escape(message)}[/]")
+
+    def start(self, total: int, done: int) -> None:
+        self.bar.start()
+        self.task = self.bar.add_task("explaining", total=total, completed=done)
+
+    def advance(self, count: int) -> None:
+        self.bar.advance(self.task, count)
+
+    def finish(self) -> None:
+        self.bar.stop()
+
+
+class _Lines(Progress):
+    """Plain progress lines for logs: at most about ten per run."""
+
+    def __init__(self) -> None:
+        self.total = self.done = self.shown = 0
+
+    def stage(self, message: str) -> None:
+        print(message, file=stderr.file, flush=True)
+
+    def start(self, total: int, done: int) -> None:
+        self.total, self.done = total, done
+        self.shown = done
+        print(f"explaining {total - done} of {total} images ({done} already done)", file=stderr.file, flush=True)
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        if self.done == self.total or self.done - self.shown >= max(1, self.total // 10):
+            self.shown = self.done
+            print(f"{self.done}/{self.total} images", file=stderr.file, flush=True)
+
+
+def config_from(args: argparse.Namespace) -> BenchConfig:
+    """The :class:`BenchConfig` the component arguments (and ``bench``'s own, where given) describe."""
+    metrics = getattr(args, "metrics", None) or list(DEFAULT.metrics)
+    return BenchConfig(
+        dataset=args.dataset, data_root=None if args.data_root is None else str(args.data_root),
+        backbone=args.backbone, segmenter=args.segmenter, matcher=args.matcher, explainer=args.explainer,
+        metrics=metrics, k=args.k, limit=getattr(args, "limit", None), seed=getattr(args, "seed", DEFAULT.seed),
+        device=args.device, batch_size=getattr(args, "batch_size", DEFAULT.batch_size), strict=getattr(args, "strict", False),
+        options=split_options(parse_options(args.option), metrics),
+    )
+
+
+def _table(result: BenchResult) -> Table:
+    table = Table(title=f"{escape(str(result.path))}: {result.summary['evaluated']} of {result.summary['images']} images")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("better")
+    table.add_column("details")
+    for metric in result.metrics:
+        extra = ", ".join(f"{key} {value:.2f}" for key, value in metric.details.items() if isinstance(value, float))
+        table.add_row(metric.name, f"{metric.value:.2f}", "higher" if metric.higher_is_better else "lower", extra)
+    return table
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark and print a results table; on Ctrl-C say how to resume."""
+    config = config_from(args)
+    out = args.out or Path("runs") / f"{config.dataset}-{config.explainer}-{time.strftime('%Y%m%d-%H%M%S')}"
+    progress = _Bar() if stderr.is_terminal else _Lines()
+    start = time.perf_counter()
+    try:
+        result = run_bench(config, out, resume=args.resume, overwrite=args.overwrite, progress=progress)
+    except KeyboardInterrupt:
+        progress.finish()
+        if (out / "config.json").exists():
+            stderr.print(f"finished images are saved in {escape(str(out))}; continue with --out {escape(str(out))} --resume")
+        raise
+    stdout.print(_table(result))
+    skipped = len(result.summary["skipped"])
+    stdout.print(
+        f"wrote {escape(str(out))}/config.json, items.jsonl, summary.json in {time.perf_counter() - start:.1f} s"
+        + (f"; {skipped} image(s) skipped, see items.jsonl" if skipped else "")
+    )
+    return 0

@@ -1,0 +1,56 @@
+"""Atomic file writes: readers see the old file or all of the new one, never a mixture."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["write_bytes_atomically", "write_json_atomically", "write_png_atomically"]
+
+
+def write_bytes_atomically(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or all of the new one.
+
+    The bytes go to a uniquely named temporary file in the same directory, are flushed and fsynced, then
+    renamed over ``path``; the temporary file is removed if anything fails. Concurrent writers of the same
+    path each use their own temporary file, so the last rename wins and the file is never mixed.
+    """
+    path = Path(path)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.stem}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_json_atomically(path: str | os.PathLike[str], value: Any) -> None:
+    """Write ``value`` as indented, key-sorted JSON (with a final newline) with :func:`write_bytes_atomically`."""
+    write_bytes_atomically(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+
+
+def write_png_atomically(path: str | os.PathLike[str], image: np.ndarray) -> None:
+    """Encode an RGB ``(H, W, 3)`` (or grey ``(H, W)``) ``uint8`` image as PNG and write it atomically."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG")
+    write_bytes_atomically(path, buffer.getvalue())
