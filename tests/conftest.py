@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 CUB_MINI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cub200-mini"
 
 
+
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Each test gets its own cache directory and a fresh process-wide registry without third-party plugins."""
@@ -25,6 +27,13 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPath
     monkeypatch.setenv("XAIKIT_DISABLE_PLUGIN_AUTOLOAD", "1")
     monkeypatch.setattr(xaikit, "_registry", None)
     yield
+
+
+@pytest.fixture
+def builtin_plugins() -> list[str]:
+    """Names of the plugins xaikit ships, sorted, as its ``pyproject.toml`` declares them."""
+    with (Path(__file__).resolve().parents[1] / "pyproject.toml").open("rb") as file:
+        return sorted(tomllib.load(file)["project"]["entry-points"]["xaikit"])
 
 
 @pytest.fixture

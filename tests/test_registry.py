@@ -108,12 +108,12 @@ def test_unknown_name_suggests_the_closest(good_registry):
 
 
 def test_unknown_name_without_close_match_lists_the_known_ones(good_registry):
-    with pytest.raises(UnknownComponentError, match=r"^unknown segmenter 'zzz'; known segmenters: vlpart, whole$"):
+    with pytest.raises(UnknownComponentError, match=r"^unknown segmenter 'zzz'; known segmenters: annotations, dino-parts, vlpart, whole$"):
         good_registry.create("segmenter", "zzz")
     with pytest.raises(UnknownComponentError, match=r"'nearest' is a matcher"):
         good_registry.create("segmenter", "nearest")
     with pytest.raises(UnknownComponentError, match="no explainers are registered"):
-        good_registry.create("explainer", "klc")
+        Registry().create("explainer", "klc")  # nothing loaded
 
 
 def test_unknown_kind_is_refused_with_a_suggestion(good_registry):
@@ -155,7 +155,7 @@ def test_a_plugin_that_raises_while_registering_keeps_none_of_its_components(plu
     registry.load_entry_points(third_party=True)
     (half,) = [p for p in registry.plugins() if p.name == "half_plugin"]
     assert half.status == "error" and "ValueError: registration failed" in half.error
-    assert not registry.components("matcher")
+    assert "first" not in {component.name for component in registry.components("matcher")}
 
 
 @pytest.mark.parametrize(
@@ -168,13 +168,13 @@ def test_a_plugin_that_raises_while_registering_keeps_none_of_its_components(plu
         ("import xaikit\n@xaikit.hookimpl\ndef register_metrics(register):\n    register('m', 'a:b')\n", "needs a summary"),
     ],
 )
-def test_invalid_plugins_are_recorded_as_errors(plugin_dist, source, message):
+def test_invalid_plugins_are_recorded_as_errors(plugin_dist, source, message, builtin_plugins):
     plugin_dist("invalid", "invalid_plugin", source)
     registry = Registry()
     registry.load_entry_points(third_party=True)
     (invalid,) = [p for p in registry.plugins() if p.name == "invalid_plugin"]
     assert invalid.status == "error" and message in invalid.error
-    assert [p.status for p in registry.plugins() if p.builtin] == ["ok", "ok"]
+    assert [p.status for p in registry.plugins() if p.builtin] == ["ok"] * len(builtin_plugins)
 
 
 def test_two_plugins_with_one_name_conflict_naming_both(plugin_dist, good_registry):
@@ -195,13 +195,13 @@ def test_two_plugins_with_one_name_conflict_naming_both(plugin_dist, good_regist
     assert isinstance(registry.create("segmenter", "vlpart"), xaikit.Segmenter)
 
 
-def test_autoload_switch_skips_third_party_but_keeps_builtins(plugin_dist, good_registry, monkeypatch):
+def test_autoload_switch_skips_third_party_but_keeps_builtins(plugin_dist, good_registry, monkeypatch, builtin_plugins):
     monkeypatch.setenv("XAIKIT_DISABLE_PLUGIN_AUTOLOAD", "1")
     registry = Registry()
     registry.load_entry_points()
     statuses = {p.name: p.status for p in registry.plugins()}
-    assert statuses == {"good": "disabled", "xaikit-backbones": "ok", "xaikit-datasets": "ok"}
-    assert not registry.components("segmenter")
+    assert statuses == {"good": "disabled"} | dict.fromkeys(builtin_plugins, "ok")
+    assert "vlpart" not in {component.name for component in registry.components("segmenter")}
     monkeypatch.setenv("XAIKIT_DISABLE_PLUGIN_AUTOLOAD", "0")
     registry = Registry()
     registry.load_entry_points()
@@ -300,11 +300,11 @@ def test_register_and_unregister_at_run_time():
     plugin.register_metrics = register_metrics
     info = xaikit.register_plugin(plugin, "runtime")
     assert info.status == "ok" and info.components == ("metric:always-one",)
-    assert [c.name for c in xaikit.list_components("metric")] == ["always-one"]
+    assert "always-one" in [c.name for c in xaikit.list_components("metric")]
     with pytest.raises(PluginError, match="a plugin named 'runtime' is already registered"):
         xaikit.register_plugin(plugin, "runtime")
     xaikit.unregister_plugin("runtime")
-    assert xaikit.list_components("metric") == []
+    assert "always-one" not in [c.name for c in xaikit.list_components("metric")]
 
 
 def test_listing_imports_no_heavy_library():

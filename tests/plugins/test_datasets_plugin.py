@@ -11,7 +11,7 @@ from xaikit.data.cub import CUBDataset
 
 def test_synthetic_birds_is_generated_into_the_cache_once(monkeypatch, tmp_path):
     monkeypatch.setenv("XAIKIT_CACHE_DIR", str(tmp_path / "cache"))
-    dataset = xaikit.create("dataset", "synthetic-birds", classes=3, per_class=4, size=96, seed=5, split="train")
+    dataset = xaikit.create("dataset", "synthetic-birds", classes=3, per_class=4, size=96, seed=5, split="train", crop_to_bbox=False)
     assert isinstance(dataset, CUBDataset) and len(dataset) == 6 and len(dataset.classes) == 3
     assert dataset.root.parent == tmp_path / "cache" / "synthetic-birds"
     assert dataset[0].image.shape == (96, 96, 3)
@@ -22,6 +22,7 @@ def test_synthetic_birds_is_generated_into_the_cache_once(monkeypatch, tmp_path)
     monkeypatch.setattr(synthetic_plugin, "write_synthetic_birds", refuse)
     again = xaikit.create("dataset", "synthetic-birds", classes=3, per_class=4, size=96, seed=5)
     assert again.root == dataset.root and len(again) == 12
+    assert again[0].size == CUBDataset(again.root, crop_to_bbox=True)[0].size != (96, 96)  # cropped by default
 
 
 def test_synthetic_birds_into_an_explicit_root(tmp_path):
