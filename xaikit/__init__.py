@@ -35,7 +35,9 @@ if TYPE_CHECKING:
     from xaikit.data.cub import CUBDataset
     from xaikit.data.parts import CUB_PART_NAMES
     from xaikit.data.synthetic import SynthConfig, write_synthetic_birds
-    from xaikit.interfaces import Backbone, Capability, Dataset, Explainer, Matcher, Metric, Segmenter
+    from xaikit.bench import BenchConfig, BenchResult, run_bench
+    from xaikit.data.subset import Subset
+    from xaikit.interfaces import Backbone, Capability, Dataset, Explainer, Matcher, Metric, PredictionMetric, Segmenter
     from xaikit.types import Explanation, Features, Match, MetricResult, PartMap, Sample
 
 __version__ = "0.1.0"
@@ -52,6 +54,7 @@ _LAZY = {
     "Matcher": "xaikit.interfaces",
     "Explainer": "xaikit.interfaces",
     "Metric": "xaikit.interfaces",
+    "PredictionMetric": "xaikit.interfaces",
     "Dataset": "xaikit.interfaces",
     "Capability": "xaikit.interfaces",
     "CUBDataset": "xaikit.data.cub",
@@ -62,6 +65,10 @@ _LAZY = {
     "Preprocess": "xaikit.backbones.preprocess",
     "FeatureCache": "xaikit.features.cache",
     "extract_features": "xaikit.features.extract",
+    "Subset": "xaikit.data.subset",
+    "BenchConfig": "xaikit.bench",
+    "BenchResult": "xaikit.bench",
+    "run_bench": "xaikit.bench",
 }
 
 _registry: Registry | None = None
@@ -134,6 +141,8 @@ __all__ = [
     "KINDS",
     "CUB_PART_NAMES",
     "Backbone",
+    "BenchConfig",
+    "BenchResult",
     "CUBDataset",
     "Capability",
     "CapabilityError",
@@ -154,10 +163,12 @@ __all__ = [
     "PartMap",
     "PluginError",
     "PluginInfo",
+    "PredictionMetric",
     "Preprocess",
     "Registry",
     "Sample",
     "Segmenter",
+    "Subset",
     "SynthConfig",
     "UnknownComponentError",
     "UnknownKindError",
@@ -173,6 +184,7 @@ __all__ = [
     "list_components",
     "list_plugins",
     "register_plugin",
+    "run_bench",
     "unregister_plugin",
     "write_synthetic_birds",
 ]
