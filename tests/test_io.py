@@ -26,8 +26,6 @@ def test_files_are_written_whole_with_usual_permissions(tmp_path):
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
     write_bytes_atomically(tmp_path / "f", b"old")
-
-
     with pytest.raises(TypeError):
         write_bytes_atomically(tmp_path / "f", object())  # type: ignore[arg-type]
     assert (tmp_path / "f").read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["f"]
