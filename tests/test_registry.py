@@ -26,7 +26,7 @@ import xaikit
 
 @xaikit.hookimpl
 def register_segmenters(register):
-    register("vlpart", "good_plugin_impl:Whole", summary="Pretends to be VLPart.")
+    register("partseg", "good_plugin_impl:Whole", summary="Pretends to be a part segmenter.")
     register("whole", "good_plugin_impl:Whole", summary="One part covering the image.")
 
 @xaikit.hookimpl
@@ -103,12 +103,12 @@ def test_create_builds_by_path_and_by_callable_with_options(good_registry):
 
 
 def test_unknown_name_suggests_the_closest(good_registry):
-    with pytest.raises(UnknownComponentError, match=r"^unknown segmenter 'vlprt'; did you mean 'vlpart'\?$"):
-        good_registry.create("segmenter", "vlprt")
+    with pytest.raises(UnknownComponentError, match=r"^unknown segmenter 'wholle'; did you mean 'whole'\?$"):
+        good_registry.create("segmenter", "wholle")
 
 
 def test_unknown_name_without_close_match_lists_the_known_ones(good_registry):
-    with pytest.raises(UnknownComponentError, match=r"^unknown segmenter 'zzz'; known segmenters: annotations, dino-parts, vlpart, whole$"):
+    with pytest.raises(UnknownComponentError, match=r"^unknown segmenter 'zzz'; known segmenters: annotations, clipseg, dino-parts, ov-parts, partseg, san, vlpart, whole$"):
         good_registry.create("segmenter", "zzz")
     with pytest.raises(UnknownComponentError, match=r"'nearest' is a matcher"):
         good_registry.create("segmenter", "nearest")
@@ -192,7 +192,7 @@ def test_two_plugins_with_one_name_conflict_naming_both(plugin_dist, good_regist
     assert all(c.status == "error" for c in rows)
     with pytest.raises(DuplicateComponentError, match="segmenter 'whole' is registered by both 'good' and 'rival_plugin'"):
         registry.create("segmenter", "whole")
-    assert isinstance(registry.create("segmenter", "vlpart"), xaikit.Segmenter)
+    assert isinstance(registry.create("segmenter", "partseg"), xaikit.Segmenter)
 
 
 def test_autoload_switch_skips_third_party_but_keeps_builtins(plugin_dist, good_registry, monkeypatch, builtin_plugins):
@@ -201,7 +201,7 @@ def test_autoload_switch_skips_third_party_but_keeps_builtins(plugin_dist, good_
     registry.load_entry_points()
     statuses = {p.name: p.status for p in registry.plugins()}
     assert statuses == {"good": "disabled"} | dict.fromkeys(builtin_plugins, "ok")
-    assert "vlpart" not in {component.name for component in registry.components("segmenter")}
+    assert "partseg" not in {component.name for component in registry.components("segmenter")}
     monkeypatch.setenv("XAIKIT_DISABLE_PLUGIN_AUTOLOAD", "0")
     registry = Registry()
     registry.load_entry_points()

@@ -52,7 +52,7 @@ class CapabilityError(XaikitError):
 def suggest(name: str, candidates: Iterable[str], *, limit: int = 3) -> str:
     """Return ``"; did you mean 'a' or 'b'?"`` for the candidates closest to ``name``, else ``""``.
 
-    Used to end "unknown ..." messages, as in ``unknown segmenter 'vlprt'; did you mean 'vlpart'?``.
+    Used to end "unknown ..." messages, as in ``unknown segmenter 'clipsge'; did you mean 'clipseg'?``.
     """
     close = difflib.get_close_matches(name, sorted(set(candidates)), n=limit, cutoff=0.6)
     if not close:

@@ -1,4 +1,4 @@
-"""The ``xaikit`` command line: ``plugins``, ``list``, ``info``, ``data``, ``features``, ``bench``, ``explain``.
+"""The ``xaikit`` command line: ``plugins``, ``list``, ``info``, ``data``, ``features``, ``bench``, ``explain``, ``segment``.
 
 Every command has ``--help``. Errors are one sentence on standard error and a non-zero exit code
 (2 for anything xaikit refuses, 1 for an unexpected internal error); ``--debug`` shows the traceback.
@@ -11,7 +11,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from xaikit.cli import bench, data, explain, features, plugins
+from xaikit.cli import bench, data, explain, features, plugins, segment
 from xaikit.cli.console import ArgumentParser, print_error
 from xaikit.errors import XaikitError
 
@@ -32,6 +32,7 @@ def build_parser() -> ArgumentParser:
     features.add_commands(commands)
     bench.add_commands(commands)
     explain.add_commands(commands)
+    segment.add_commands(commands)
     return parser
 
 
