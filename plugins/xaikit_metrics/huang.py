@@ -47,6 +47,7 @@ from xaikit.backbones.preprocess import IMAGENET_STD, Preprocess
 from xaikit.errors import XaikitError
 from xaikit.interfaces import Capability, Dataset, Explainer, Metric
 from xaikit.types import MetricResult, Sample
+from xaikit_metrics.options import integer_option, number_option
 
 __all__ = [
     "MODES",
@@ -367,19 +368,6 @@ def _squash(grid: int) -> Preprocess:
     return Preprocess(size=(grid, grid), mode="squash", interpolation="bilinear", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
 
-def _integer(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise XaikitError(f"option {name} must be an integer of at least {minimum}, got {value!r}")
-    return value
-
-
-def _number(name: str, value: Any, low: float, high: float = float("inf")) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        bounds = f"at least {low}" if high == float("inf") else f"between {low} and {high}"
-        raise XaikitError(f"option {name} must be a number {bounds}, got {value!r}")
-    return float(value)
-
-
 @dataclass(frozen=True)
 class _Layout:
     """Which explainer channels are scored and how they form units, once the concept count is known.
@@ -440,15 +428,15 @@ class _HuangMetric(Metric):
         if prototypes_per_class is not None:
             if mode != "class-specific":
                 raise XaikitError("option prototypes_per_class applies to the class-specific mode only")
-            _integer("prototypes_per_class", prototypes_per_class, 1)
+            integer_option("prototypes_per_class", prototypes_per_class, 1)
         if concepts is not None:
             if not isinstance(concepts, list | tuple) or not concepts:
                 raise XaikitError(f"option concepts must be a non-empty list of channel indices, got {concepts!r}")
             for concept in concepts:
-                _integer("concepts", concept, 0)
+                integer_option("concepts", concept, 0)
             if len(set(concepts)) != len(concepts):
                 raise XaikitError(f"option concepts lists a channel twice: {list(concepts)}")
-        self.grid = _integer("grid", grid, 1)
+        self.grid = integer_option("grid", grid, 1)
         if isinstance(half_size, bool) or not isinstance(half_size, int) or not 0 <= 2 * half_size < grid:
             raise XaikitError(
                 f"half_size {half_size!r} does not fit the {grid}-pixel grid (it needs 0 <= 2 * half_size < grid); "
@@ -458,7 +446,7 @@ class _HuangMetric(Metric):
         self.prototypes_per_class = prototypes_per_class
         self.concepts = None if concepts is None else list(concepts)
         self.half_size = half_size
-        self.batch_size = _integer("batch_size", batch_size, 1)
+        self.batch_size = integer_option("batch_size", batch_size, 1)
         self.device = device
         self.options = {
             "mode": mode,
@@ -596,7 +584,7 @@ class Consistency(_HuangMetric):
         batch_size: int = 32,
         device: str = "auto",
     ) -> None:
-        self.mu = _number("mu", mu, 0.0, 1.0)
+        self.mu = number_option("mu", mu, 0.0, 1.0)
         super().__init__(
             mode=mode, prototypes_per_class=prototypes_per_class, concepts=concepts, grid=grid, half_size=half_size,
             batch_size=batch_size, device=device, mu=mu,
@@ -655,10 +643,10 @@ class Stability(_HuangMetric):
         batch_size: int = 32,
         device: str = "auto",
     ) -> None:
-        self.noise_std = _number("noise_std", noise_std, 0.0)
-        self.noise_clip = _number("noise_clip", noise_clip, 0.0)
-        self.draws = _integer("draws", draws, 1)
-        self.seed = None if seed is None else _integer("seed", seed, 0)
+        self.noise_std = number_option("noise_std", noise_std, 0.0)
+        self.noise_clip = number_option("noise_clip", noise_clip, 0.0)
+        self.draws = integer_option("draws", draws, 1)
+        self.seed = None if seed is None else integer_option("seed", seed, 0)
         super().__init__(
             mode=mode, prototypes_per_class=prototypes_per_class, concepts=concepts, grid=grid, half_size=half_size,
             batch_size=batch_size, device=device, noise_std=noise_std, noise_clip=noise_clip, draws=draws, seed=seed,
