@@ -32,6 +32,7 @@ PROJECT_NAME = "xaikit"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+"""Marks a plugin's hook functions: decorate ``register_<kind>s(register)`` with ``@xaikit.hookimpl``."""
 
 
 class Register(Protocol):

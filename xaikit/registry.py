@@ -383,8 +383,10 @@ class Registry:
         """Find the registration behind ``name`` and split off a ``family:variant`` suffix.
 
         Raises:
-            UnknownKindError, UnknownComponentError, DuplicateComponentError,
-            MissingDependencyError: each with a one-sentence message.
+            UnknownKindError: ``kind`` is not one of :data:`KINDS`.
+            UnknownComponentError: no such name, or a variant where none is taken (or missing).
+            DuplicateComponentError: two plugins register the name.
+            MissingDependencyError: an optional dependency of the component is not installed.
         """
         kind = normalise_kind(kind)
         family, colon, variant = name.partition(":")
@@ -452,8 +454,11 @@ class Registry:
         """Build the component registered as ``name`` with ``options`` as keyword arguments.
 
         Raises:
-            UnknownComponentError, UnknownOptionError, DuplicateComponentError,
-            MissingDependencyError, PluginError: each with a one-sentence message.
+            UnknownComponentError: no such name.
+            UnknownOptionError: an option the factory does not take, or a required one missing.
+            DuplicateComponentError: two plugins register the name.
+            MissingDependencyError: an optional dependency of the component is not installed.
+            PluginError: the factory cannot be imported, or built something of the wrong kind.
         """
         kind = normalise_kind(kind)
         entry, variant = self.resolve(kind, name)
