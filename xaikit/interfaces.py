@@ -98,10 +98,13 @@ class Segmenter(ABC):
         joint: ``True`` when label ids are only consistent *within* one :meth:`segment` call
             (co-segmentation of a set, anonymous parts); ``False`` when they always mean the same
             vocabulary entry.
+        needs_annotations: ``True`` when it reads a sample's annotations (part masks, keypoints)
+            rather than its pixels, so it cannot segment a bare image.
     """
 
     kind: ClassVar[str] = "segmenter"
     joint: ClassVar[bool] = False
+    needs_annotations: ClassVar[bool] = False
     vocabulary: Sequence[str]
 
     @abstractmethod

@@ -177,7 +177,8 @@ class KLC(Explainer):
         self.batch_size = int(batch_size)
         self.cache = bool(cache)
         self.progress = bool(progress)
-        self.capabilities = frozenset({Capability.PREDICTIONS} | (set() if self.segmenter.joint else {Capability.CONCEPT_MAPS}))
+        pixel_concepts = not (self.segmenter.joint or self.segmenter.needs_annotations)
+        self.capabilities = frozenset({Capability.PREDICTIONS} | ({Capability.CONCEPT_MAPS} if pixel_concepts else set()))
         self.classes: tuple[str, ...] = ()
         self.index: PrototypeIndex | None = None
         self.parts: GalleryParts | None = None
@@ -270,7 +271,7 @@ class KLC(Explainer):
             predictions=torch.tensor([prediction for _, prediction, _ in decisions], dtype=torch.int64),
             scores=torch.stack([scores for scores, _, _ in decisions]),
             concept_maps=concept_maps,
-            concept_names=self.concept_names,
+            concept_names=None if concept_maps is None else tuple(self.segmenter.vocabulary),
             details=[detail for _, _, detail in decisions],
         )
 
@@ -339,7 +340,7 @@ class KLC(Explainer):
     @property
     def concept_names(self) -> Sequence[str] | None:
         """The segmenter's vocabulary, one concept per part name (``None`` for anonymous joint parts)."""
-        return None if self.segmenter.joint else tuple(self.segmenter.vocabulary)
+        return tuple(self.segmenter.vocabulary) if Capability.CONCEPT_MAPS in self.capabilities else None
 
     def _one_hot(self, maps: Sequence[PartMap], grids: torch.Tensor) -> torch.Tensor:
         """``(B, K, G_h, G_w)`` float masks, channel ``k`` = vocabulary entry ``k``."""
@@ -358,10 +359,16 @@ class KLC(Explainer):
         """Part masks of the segmenter's vocabulary on the token grid, ``(B, K, G, G)``.
 
         Raises:
-            CapabilityError: with a joint segmenter, whose part ids mean nothing across calls.
+            CapabilityError: with a joint segmenter, whose part ids mean nothing across calls, or
+                one that reads annotations and so cannot segment bare pixels.
         """
         if self.segmenter.joint:
             raise CapabilityError(f"KLC with the joint segmenter {type(self.segmenter).__name__} has no fixed concepts")
+        if self.segmenter.needs_annotations:
+            raise CapabilityError(
+                f"KLC with {type(self.segmenter).__name__} has no concept maps for bare images: that segmenter reads "
+                "dataset annotations; use a segmenter that works on pixels (clipseg, vlpart, ...)"
+            )
         pixels = (images.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         samples = [Sample(image=np.ascontiguousarray(image)) for image in pixels]
         maps = self.segmenter.segment(samples)

@@ -74,6 +74,8 @@ class AnnotationSegmenter(Segmenter):
             the same part order.
     """
 
+    needs_annotations = True
+
     def __init__(self, source: str = "auto", radius: float = 0.12, part_names: Sequence[str] | None = None) -> None:
         if source not in SOURCES:
             raise XaikitError(f"unknown annotation source '{source}'; use one of {', '.join(SOURCES)}")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import xaikit
-from xaikit.errors import CapabilityError, DatasetError, XaikitError
+from xaikit.errors import CapabilityError, XaikitError
 from xaikit.interfaces import Capability, Segmenter
 from xaikit.types import PartMap, Sample
 from xaikit_klc.explainer import KLC
@@ -102,8 +102,10 @@ def test_concept_maps_follow_the_vocabulary(birds):
 def test_concept_maps_from_pixels_need_a_pixel_segmenter(birds):
     train, test = birds
     images = torch.rand(2, 3, 64, 64)
-    with pytest.raises(DatasetError, match="no part annotations"):
-        KLC().fit(train).concept_maps(images)
+    annotated = KLC().fit(train)
+    assert Capability.CONCEPT_MAPS not in annotated.capabilities and annotated.concept_names is None
+    with pytest.raises(CapabilityError, match="reads dataset annotations"):
+        annotated.concept_maps(images)
     klc = KLC(segmenter=ColourSegmenter(), token_grid=16).fit(train)
     assert Capability.CONCEPT_MAPS in klc.capabilities
     maps = klc.concept_maps(images)
