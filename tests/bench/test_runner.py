@@ -148,3 +148,12 @@ def test_bad_names_and_options_fail_before_anything_is_written(tiny_birds, tmp_p
     with pytest.raises(CapabilityError, match="needs concept-maps"):
         run_bench(config(tiny_birds, explainer="nearest-prototype", metrics=["consistency"]), tmp_path / "b")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_random_metrics_are_seeded_with_the_run_seed(tiny_birds, tmp_path):
+    first = run_bench(config(tiny_birds, explainer="gradcam", metrics=["stability"], limit=6), tmp_path / "a")
+    second = run_bench(config(tiny_birds, explainer="gradcam", metrics=["stability"], limit=6), tmp_path / "b")
+    recorded = json.loads((tmp_path / "a" / "config.json").read_text())["components"]["metric.stability"]["options"]
+    assert recorded["seed"] == 31 and recorded["device"] == "cpu"
+    assert (tmp_path / "a" / "summary.json").read_bytes() == (tmp_path / "b" / "summary.json").read_bytes()
+    assert first.summary == second.summary

@@ -127,7 +127,7 @@ def build_run(config: BenchConfig, registry: Registry) -> Run:
         built[kind] = create(kind, name, options)
         explainer_options[kind] = built[kind]
     explainer = create("explainer", config.explainer, explainer_options)
-    metrics = [create("metric", name, dict(config.options.get(f"metric.{name}", {})), label=f"metric.{name}") for name in config.metrics]
+    metrics = [create("metric", name, _metric_options(registry, name, config), label=f"metric.{name}") for name in config.metrics]
     for metric in metrics:
         metric.check(explainer)
     infos = {(info.kind, info.name): info for info in registry.components()}
@@ -137,6 +137,19 @@ def build_run(config: BenchConfig, registry: Registry) -> Run:
         if info is not None:
             plugins[info.plugin] = info.version
     return Run(dataset.split("train"), dataset.split("test"), explainer, metrics, record, plugins)
+
+
+def _metric_options(registry: Registry, name: str, config: BenchConfig) -> dict[str, Any]:
+    """A metric's ``--option metric.NAME.*`` values, plus the run's seed and device where it takes them.
+
+    Seeding every random metric (stability's noise, faithfulness' random baseline) with the run's
+    ``seed`` makes ``summary.json`` reproducible, and a resumed run equal to an uninterrupted one.
+    """
+    options = dict(config.options.get(f"metric.{name}", {}))
+    for key, value in (("seed", config.seed), ("device", config.device)):
+        if key not in options and registry.accepts("metric", name, key):
+            options[key] = value
+    return options
 
 
 def _default_name(registry: Registry, explainer: str, kind: str) -> str | None:
