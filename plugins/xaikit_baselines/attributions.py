@@ -34,6 +34,7 @@ from xaikit.errors import MissingDependencyError, XaikitError
 from xaikit.features.extract import extract_features
 from xaikit.interfaces import Backbone, Capability, Dataset, Explainer
 from xaikit.types import Explanation, Sample
+from xaikit.validation import choice_option, flag_option, integer_option
 from xaikit_baselines.probe import LinearProbe, check_probe_options, fit_probe
 
 __all__ = [
@@ -54,24 +55,6 @@ _BLOCK_PATHS = ("blocks", "encoder.layer", "transformer.resblocks")
 """Where the transformer blocks live: timm, transformers (DINOv2), open_clip."""
 _GRAD_ELEMENTS = 2**27
 """Bound on the elements of the per-class token gradients held at once by Grad-CAM (512 MB in float32)."""
-
-
-def _integer(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise XaikitError(f"option {name} must be an integer of at least {minimum}, got {value!r}")
-    return value
-
-
-def _choice(name: str, value: Any, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise XaikitError(f"unknown {name} {value!r}; use one of {', '.join(choices)}")
-    return value
-
-
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise XaikitError(f"option {name} must be true or false, got {value!r}")
-    return value
 
 
 class AttributionExplainer(Explainer):
@@ -118,11 +101,11 @@ class AttributionExplainer(Explainer):
         from xaikit import get_registry
 
         check_probe_options(epochs=epochs, lr=lr, weight_decay=weight_decay)
-        self.normalize = _flag("normalize", normalize)
-        self.explain_maps = _flag("explain_maps", explain_maps)
+        self.normalize = flag_option("normalize", normalize)
+        self.explain_maps = flag_option("explain_maps", explain_maps)
         self.epochs, self.lr, self.weight_decay = epochs, float(lr), float(weight_decay)
-        self.batch_size = _integer("batch_size", batch_size, 1)
-        self.cache = _flag("cache", cache)
+        self.batch_size = integer_option("batch_size", batch_size, 1)
+        self.cache = flag_option("cache", cache)
         self.progress = progress
         self.backbone = get_registry().build("backbone", backbone, device=device)
         if not isinstance(self.backbone, ViTBackbone):
@@ -421,9 +404,9 @@ class IntegratedGradients(AttributionExplainer):
         cache: bool = True,
         progress: bool = False,
     ) -> None:
-        self.steps = _integer("steps", steps, 1 if method != "riemann_trapezoid" else 2)
-        self.baseline = _choice("baseline", baseline, BASELINES)
-        self.integration = _choice("integration method", method, IG_METHODS)
+        self.steps = integer_option("steps", steps, 1 if method != "riemann_trapezoid" else 2)
+        self.baseline = choice_option("baseline", baseline, BASELINES)
+        self.integration = choice_option("integration method", method, IG_METHODS)
         try:
             from captum.attr import IntegratedGradients as CaptumIG
         except ImportError:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from xaikit.errors import XaikitError
+from xaikit.validation import integer_option, number_option
 
 __all__ = ["LinearProbe", "check_probe_options", "fit_probe"]
 
@@ -62,12 +63,10 @@ def check_probe_options(*, epochs: Any, lr: Any, weight_decay: Any) -> None:
         XaikitError: ``epochs`` is not an integer of at least 1, ``lr`` not a positive number, or
             ``weight_decay`` not a number of at least 0.
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise XaikitError(f"option epochs must be an integer of at least 1, got {epochs!r}")
+    integer_option("epochs", epochs, 1)
     if isinstance(lr, bool) or not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
         raise XaikitError(f"option lr must be a positive number, got {lr!r}")
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, int | float) or not math.isfinite(weight_decay) or weight_decay < 0:
-        raise XaikitError(f"option weight_decay must be a number of at least 0, got {weight_decay!r}")
+    number_option("weight_decay", weight_decay, 0.0, math.inf)
 
 
 def fit_probe(

@@ -11,6 +11,7 @@ from xaikit.errors import XaikitError
 from xaikit.features.extract import extract_features
 from xaikit.interfaces import Backbone, Dataset, Explainer
 from xaikit.types import Explanation, Sample
+from xaikit.validation import choice_option
 from xaikit_klc.gallery import SELECTIONS, PrototypeIndex
 from xaikit_klc.retrieval import build_index
 
@@ -48,8 +49,7 @@ class NearestPrototype(Explainer):
     ) -> None:
         from xaikit import get_registry
 
-        if prototype_selection not in SELECTIONS:
-            raise XaikitError(f"unknown prototype selection '{prototype_selection}'; use one of {', '.join(SELECTIONS)}")
+        choice_option("prototype selection", prototype_selection, SELECTIONS)
         self.backbone = get_registry().build("backbone", backbone, device=device)
         if not isinstance(self.backbone, ViTBackbone):
             raise XaikitError(f"nearest-prototype needs a ViT backbone, got {type(self.backbone).__name__}")

@@ -31,6 +31,7 @@ from xaikit.features.extract import extract_features
 from xaikit.interfaces import Backbone, Capability, Dataset, Explainer, Matcher, Segmenter
 from xaikit.paths import cache_dir
 from xaikit.types import Explanation, Features, PartMap, Sample
+from xaikit.validation import choice_option
 from xaikit_klc.gallery import SELECTIONS, GalleryParts, PrototypeIndex, cache_path, load_parts, part_rows, sample_key, save_parts
 from xaikit_klc.parts import part_grids, pool_parts
 from xaikit_klc.retrieval import build_index
@@ -157,8 +158,7 @@ class KLC(Explainer):
             raise XaikitError(f"k must be at least 1, got {k}")
         if token_grid is not None and int(token_grid) < 1:
             raise XaikitError(f"token_grid must be a positive grid side or null, got {token_grid}")
-        if prototype_selection not in SELECTIONS:
-            raise XaikitError(f"unknown prototype selection '{prototype_selection}'; use one of {', '.join(SELECTIONS)}")
+        choice_option("prototype selection", prototype_selection, SELECTIONS)
         registry = get_registry()
         self.backbone = registry.build("backbone", backbone, device=device, **({} if layer is None else {"layers": [layer]}))
         if not isinstance(self.backbone, ViTBackbone):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from xaikit.errors import XaikitError
 from xaikit.features.cache import FeatureCache
 from xaikit.io import write_bytes_atomically
 from xaikit.types import Sample
+from xaikit.validation import choice_option
 
 __all__ = ["SELECTIONS", "GalleryParts", "cache_path", "load_parts", "part_rows", "sample_key", "save_parts", "select_prototypes"]
 
@@ -47,8 +47,7 @@ def select_prototypes(
         cls: ``(N, D)`` CLS features, needed by ``"kmeans"``.
         seed: k-means seed.
     """
-    if method not in SELECTIONS:
-        raise XaikitError(f"unknown prototype selection '{method}'; use one of {', '.join(SELECTIONS)}")
+    choice_option("prototype selection", method, SELECTIONS)
     if per_class is not None and per_class < 1:
         raise XaikitError(f"prototypes_per_class must be at least 1, got {per_class}")
     labels = np.asarray(labels, np.int64)

@@ -33,7 +33,8 @@ from xaikit.backbones.preprocess import Preprocess
 from xaikit.errors import XaikitError
 from xaikit.interfaces import Capability, Dataset, Explainer, Metric
 from xaikit.types import MetricResult, Sample
-from xaikit_metrics.options import integer_option, number_option
+from xaikit.validation import integer_option, number_option
+from xaikit_metrics.concepts import checked_concept_maps
 
 __all__ = [
     "BASELINES",
@@ -324,13 +325,7 @@ class Faithfulness(Metric):
 
     def _evidence(self, explainer: Explainer, images: torch.Tensor) -> torch.Tensor:
         """``(B, S, S)`` evidence of the explainer's concept maps for ``images``."""
-        with torch.no_grad():
-            maps = explainer.concept_maps(images)
-        if maps.ndim != 4 or maps.shape[0] != images.shape[0]:
-            raise XaikitError(
-                f"explainer {type(explainer).__name__} returned concept maps of shape {tuple(maps.shape)} "
-                f"for {images.shape[0]} images; expected (B, K, h, w)"
-            )
+        maps = checked_concept_maps(explainer, images)
         if self.concepts is not None and max(self.concepts) >= maps.shape[1]:
             raise XaikitError(f"option concepts names channel {max(self.concepts)}, but the explainer gives {maps.shape[1]} concept maps")
         return evidence_maps(maps.to(images.device), tuple(images.shape[-2:]), self.concepts)

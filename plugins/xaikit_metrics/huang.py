@@ -47,7 +47,8 @@ from xaikit.backbones.preprocess import IMAGENET_STD, Preprocess
 from xaikit.errors import XaikitError
 from xaikit.interfaces import Capability, Dataset, Explainer, Metric
 from xaikit.types import MetricResult, Sample
-from xaikit_metrics.options import integer_option, number_option
+from xaikit.validation import integer_option, number_option
+from xaikit_metrics.concepts import checked_concept_maps
 
 __all__ = [
     "MODES",
@@ -504,7 +505,7 @@ class _HuangMetric(Metric):
             batch_labels = labels[start : start + len(samples)].to(device)
             per_variant = []
             for inputs in variants(images):
-                maps = self._concept_maps(explainer, inputs).to(device)
+                maps = checked_concept_maps(explainer, inputs).to(device)
                 if layout is None:
                     layout = self._layout(maps.shape[1], classes)
                 boxes = peak_boxes(layout.select(maps, batch_labels), self.grid, self.half_size)
@@ -513,17 +514,6 @@ class _HuangMetric(Metric):
             visible.append(batch_visible.cpu())
         assert layout is not None
         return _Scan(labels, torch.cat(visible), torch.cat(hits, dim=1), layout)
-
-    @staticmethod
-    def _concept_maps(explainer: Explainer, images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            maps = explainer.concept_maps(images)
-        if maps.ndim != 4 or maps.shape[0] != images.shape[0]:
-            raise XaikitError(
-                f"explainer {type(explainer).__name__} returned concept maps of shape {tuple(maps.shape)} "
-                f"for {images.shape[0]} images; expected (B, K, h, w)"
-            )
-        return maps
 
     def _details(
         self, scan: _Scan, unit_class: torch.Tensor, unit_concept: torch.Tensor, dataset: Dataset, per_unit: list[dict[str, Any]]

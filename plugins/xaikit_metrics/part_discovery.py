@@ -40,7 +40,8 @@ from xaikit.data.subset import Subset
 from xaikit.errors import XaikitError
 from xaikit.interfaces import Capability, Dataset, Explainer, Metric
 from xaikit.types import MetricResult, Sample
-from xaikit_metrics.options import integer_option, number_option
+from xaikit.validation import integer_option, number_option
+from xaikit_metrics.concepts import checked_concept_maps
 
 __all__ = [
     "RESIZE_MODES",
@@ -442,13 +443,7 @@ class _PartDiscoveryMetric(Metric):
         return _Scan({key: torch.cat(parts) for key, parts in values.items()}, channels)
 
     def _concept_maps(self, explainer: Explainer, images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            maps = explainer.concept_maps(images)
-        if maps.ndim != 4 or maps.shape[0] != images.shape[0]:
-            raise XaikitError(
-                f"explainer {type(explainer).__name__} returned concept maps of shape {tuple(maps.shape)} "
-                f"for {images.shape[0]} images; expected (B, K, h, w)"
-            )
+        maps = checked_concept_maps(explainer, images)
         if self.background and maps.shape[1] < 2:
             raise XaikitError(f"metric '{self.name}' with background=true needs a foreground and a background channel, but the explainer gives {maps.shape[1]}")
         return maps.to(images.device)

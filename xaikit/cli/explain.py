@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 from rich.markup import escape
 
 from xaikit.cli.bench import add_component_arguments, config_from
@@ -40,10 +41,10 @@ def _query(image: str, dataset):
     image_ids = getattr(dataset, "image_ids", None)
     if image_ids is None:
         raise XaikitError(f"dataset {type(dataset).__name__} has no image ids; pass an image file instead of {image}")
-    matches = [index for index, value in enumerate(image_ids) if int(value) == int(image)]
-    if not matches:
+    matches = np.flatnonzero(np.asarray(image_ids) == int(image))
+    if not len(matches):
         raise XaikitError(f"no file named {image} and no image with id {image} in the dataset")
-    return dataset[matches[0]]
+    return dataset[int(matches[0])]
 
 
 def run(args: argparse.Namespace) -> int:
