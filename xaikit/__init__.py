@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from xaikit.data.synthetic import SynthConfig, write_synthetic_birds
     from xaikit.bench import BenchConfig, BenchResult, run_bench
     from xaikit.data.subset import Subset
+    from xaikit.training import Distributed, Trainable, TrainProgress
     from xaikit.interfaces import Backbone, Capability, Dataset, Explainer, Matcher, Metric, PredictionMetric, Segmenter
     from xaikit.types import Explanation, Features, Match, MetricResult, PartMap, Sample
 
@@ -69,6 +70,9 @@ _LAZY = {
     "BenchConfig": "xaikit.bench",
     "BenchResult": "xaikit.bench",
     "run_bench": "xaikit.bench",
+    "Trainable": "xaikit.training",
+    "TrainProgress": "xaikit.training",
+    "Distributed": "xaikit.training",
 }
 
 _registry: Registry | None = None
@@ -150,6 +154,7 @@ __all__ = [
     "Dataset",
     "DatasetError",
     "DeviceError",
+    "Distributed",
     "DuplicateComponentError",
     "Explainer",
     "Explanation",
@@ -170,6 +175,8 @@ __all__ = [
     "Segmenter",
     "Subset",
     "SynthConfig",
+    "TrainProgress",
+    "Trainable",
     "UnknownComponentError",
     "UnknownKindError",
     "UnknownOptionError",

@@ -66,3 +66,24 @@ def test_device_resolution():
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="no CUDA GPU; use --device cpu"):
             resolve_device("cuda")
+
+
+@pytest.mark.parametrize("mode", ["center-crop", "squash"])
+def test_points_to_image_follows_a_marked_pixel_back_to_the_image(mode):
+    """A bright pixel's position in the model frame maps back to where it is in the original image."""
+    preprocess = Preprocess(size=(32, 32), mode=mode, crop_pct=0.8, interpolation="nearest")
+    image = np.zeros((60, 90, 3), np.uint8)
+    image[30:33, 44:47] = 255  # a 3x3 blob centred on pixel (45, 31), i.e. continuous (45.5, 31.5)
+    frame = preprocess([image])[0].mean(0)
+    ys, xs = torch.nonzero(frame > frame.min() + 1e-3, as_tuple=True)
+    centre = torch.stack([xs.float().mean() + 0.5, ys.float().mean() + 0.5])
+    back = preprocess.points_to_image(centre, (60, 90))
+    cell = max(60, 90) / 32  # one model pixel in image pixels, at most
+    assert torch.allclose(back, torch.tensor([45.5, 31.5]), atol=cell)
+
+
+def test_points_to_image_maps_the_frame_corners_onto_the_crop():
+    preprocess = Preprocess(size=(20, 20), mode="center-crop", crop_pct=1.0)
+    corners = torch.tensor([[0.0, 0.0], [20.0, 20.0]])
+    # a 40x80 image is resized to 20x40 and its middle 20 columns kept: x from 20 to 60 in the image
+    assert torch.allclose(preprocess.points_to_image(corners, (40, 80)), torch.tensor([[20.0, 0.0], [60.0, 40.0]]))

@@ -284,3 +284,11 @@ class TestIntegratedGradients(ExplainerContract):
     def make_explainer(self):
         pytest.importorskip("captum")
         return xaikit.create("explainer", "integrated-gradients", backbone=demo_backbone(), steps=4, epochs=5, cache=False)
+
+
+class TestIVPT(ExplainerContract):
+    registered_name = "ivpt"
+    registered_options = {"device": "cpu"}
+
+    def make_explainer(self):
+        return xaikit.create("explainer", "ivpt", backbone=demo_backbone(), prototypes=[5, 4, 3], epochs=1, train_batch_size=2)

@@ -139,6 +139,28 @@ class Preprocess:
         canvas[..., top : top + self.size[0], left : left + self.size[1]] = F.interpolate(grid, size=self.size, mode="nearest-exact")
         return F.interpolate(canvas, size=(height, width), mode="nearest-exact")[0, 0].round().to(labels.dtype)
 
+    def points_to_image(self, points: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+        """Map ``(x, y)`` positions in the model input frame back to the original image's pixels.
+
+        Args:
+            points: ``(..., 2)`` float coordinates in model-input pixels (continuous: ``0`` is the
+                left edge, ``size[1]`` the right edge).
+            image_size: ``(H, W)`` of the original image.
+
+        Returns:
+            ``(..., 2)`` coordinates in the image, undoing the squash or the resize and centre crop.
+        """
+        height, width = image_size
+        if self.mode == "squash":
+            scale = points.new_tensor([width / self.size[1], height / self.size[0]])
+            return points * scale
+        shorter = int(min(self.size) / self.crop_pct)
+        factor = shorter / min(height, width)
+        resized = (max(round(height * factor), self.size[0]), max(round(width * factor), self.size[1]))
+        offset = points.new_tensor([(resized[1] - self.size[1]) // 2, (resized[0] - self.size[0]) // 2])
+        scale = points.new_tensor([width / resized[1], height / resized[0]])
+        return (points + offset) * scale
+
     def _resize(self, pixels: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` in ``[0, 1]`` -> ``(B, 3, size)`` by squashing or resize + centre crop."""
         height, width = pixels.shape[-2:]

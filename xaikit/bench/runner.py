@@ -118,6 +118,8 @@ def build_run(config: BenchConfig, registry: Registry) -> Run:
                 raise UnknownOptionError(f"explainer '{config.explainer}' takes no {kind}")
             continue
         if name is None:
+            if kind in config.options:
+                raise UnknownOptionError(f"{kind} options were given but no {kind}; name one with --{kind}")
             continue
         options = dict(config.options.get(kind, {}))
         offer = {"device": config.device, **({"backbone": built["backbone"]} if "backbone" in built else {})}

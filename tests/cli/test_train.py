@@ -1,0 +1,91 @@
+"""``xaikit train`` on the command line, then ``xaikit bench`` and ``xaikit explain`` on its checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from xaikit.cli import main
+
+TINY = ["--option", "prototypes=[5,4,3]", "--batch-size", "8", "--device", "cpu"]
+
+
+@pytest.fixture
+def trained(tiny_birds, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--data-root", str(tiny_birds), "--epochs", "2", *TINY, "--out", str(out)]) == 0
+    return out
+
+
+def last_error(capsys) -> str:
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_train_writes_config_checkpoint_and_test_accuracy(trained, capsys):
+    assert {path.name for path in trained.iterdir()} == {"config.json", "checkpoint.safetensors", "metrics.json"}
+    config = json.loads((trained / "config.json").read_text())
+    assert config["components"]["explainer"]["name"] == "ivpt" and config["epochs"] == 2
+    assert config["components"]["explainer"]["options"]["train_batch_size"] == 8
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["accuracy"]["images"] == 16 and 0 <= metrics["accuracy"]["top1"] <= 100
+    assert metrics["last_epoch"]["epoch"] == 1 and metrics["processes"] == 1
+
+
+def test_bench_and_explain_load_the_checkpoint(trained, tiny_birds, tmp_path, capsys):
+    bench = ["bench", "--explainer", "ivpt", "--data-root", str(tiny_birds), "--option", f"checkpoint={trained}", "--device", "cpu"]
+    assert main([*bench, "--metric", "accuracy", "--metric", "consistency", "--out", str(tmp_path / "bench")]) == 0
+    summary = json.loads((tmp_path / "bench" / "summary.json").read_text())
+    trained_top1 = json.loads((trained / "metrics.json").read_text())["accuracy"]["top1"]
+    assert summary["metrics"]["accuracy"]["value"] == pytest.approx(trained_top1)
+    assert 0 <= summary["metrics"]["consistency"]["value"] <= 100
+    item = json.loads((tmp_path / "bench" / "items.jsonl").read_text().splitlines()[0])
+    assert len(item["details"]["concepts"]) == 2 and len(item["details"]["hierarchy"]) == 2
+    figure = tmp_path / "figure.png"
+    assert main(["explain", "3", "--explainer", "ivpt", "--data-root", str(tiny_birds), "--option", f"checkpoint={trained}", "--device", "cpu", "--out", str(figure)]) == 0
+    assert Image.open(figure).size[0] > 160 * 3
+
+
+def test_resume_continues_to_more_epochs_and_refuses_another_recipe(trained, tiny_birds, capsys):
+    base = ["train", "--data-root", str(tiny_birds), *TINY, "--out", str(trained)]
+    assert main([*base, "--epochs", "2"]) == 2
+    assert "already holds a run; pass --resume" in last_error(capsys)
+    assert main([*base, "--epochs", "3", "--resume", "--option", "tau=0.5"]) == 2
+    assert "it was started with components" in last_error(capsys)
+    assert main([*base, "--epochs", "3", "--resume"]) == 0
+    assert json.loads((trained / "config.json").read_text())["epochs"] == 3
+    assert json.loads((trained / "metrics.json").read_text())["last_epoch"]["epoch"] == 2
+
+
+def test_train_refusals_are_one_sentence(tiny_birds, tmp_path, capsys):
+    out = ["--data-root", str(tiny_birds), "--out", str(tmp_path / "x")]
+    assert main(["train", "--explainer", "klc", *out]) == 2
+    assert "is not trained" in last_error(capsys)
+    assert main(["train", "--preset", "fastest", *out]) == 2
+    assert "has no preset 'fastest' (presets: reference)" in last_error(capsys)
+    assert main(["train", "--explainer", "klc", "--epochs", "3", *out]) == 2
+    assert "takes no epochs" in last_error(capsys)
+    assert main(["train", "--option", "backbone.image_size=224", *out]) == 2
+    assert "no backbone" in last_error(capsys)
+    assert main(["train", "--option", "head=both", *out]) == 2
+    assert "unknown head 'both'" in last_error(capsys)
+
+
+def test_the_reference_preset_names_the_papers_recipe(monkeypatch):
+    """The preset is resolved (not run: it needs DINOv2-B weights and a GPU)."""
+    import argparse
+
+    import xaikit
+    from xaikit.cli.train import train_config
+
+    args = argparse.Namespace(
+        option=["epochs=2"], backbone=None, preset="reference", explainer="ivpt", epochs=None, batch_size=None, seed=None,
+        dataset="cub", data_root="CUB_200_2011", segmenter=None, matcher=None, k=None, device="cuda",
+    )
+    config = train_config(args, xaikit.get_registry())
+    assert config.backbone == "timm:vit_base_patch14_reg4_dinov2.lvd142m"
+    assert config.options["backbone"] == {"image_size": 518, "resize": "center-crop", "crop_pct": 1.0}
+    assert config.options["dataset"] == {"crop_to_bbox": False}
+    assert config.options["explainer"]["train_batch_size"] == 16 and config.options["explainer"]["augment"] == "reference"
+    assert config.options["explainer"]["epochs"] == 2, "an explicit option overrides the preset"

@@ -1,0 +1,156 @@
+"""The IVPT network on the real demo-vit: shapes of every intermediate, Eq. 5-7, prompts, heads, gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from xaikit.errors import XaikitError
+from xaikit.testing import demo_backbone
+from xaikit_ivpt.model import IVPTModel, aggregate_regions, concept_regions, layer_names
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return demo_backbone()
+
+
+@pytest.fixture(scope="module")
+def pixels():
+    return torch.randn(3, 3, 112, 112, generator=torch.Generator().manual_seed(0))
+
+
+def make(backbone, **options):
+    torch.manual_seed(0)
+    return IVPTModel(backbone.model, (14, 14), 7, **options)
+
+
+def test_every_intermediate_has_its_documented_shape(backbone, pixels):
+    model = make(backbone)
+    output = model(pixels, grouping="gumbel")
+    assert tuple(output.logits.shape) == (3, 7)
+    assert tuple(output.part_scores.shape) == (3, 7, 4)
+    assert [tuple(m.shape) for m in output.maps] == [(3, n, 14, 14) for n in (17, 14, 11, 8, 5)]
+    assert [tuple(m.shape) for m in output.fused] == [(3, 5, 14, 14)] * 4
+    assert [tuple(w.shape) for w in output.grouping] == [(3, n - 1, 4) for n in (17, 14, 11, 8)]
+    assert tuple(output.features.shape) == (3, 128, 5)
+    torch.testing.assert_close(output.logits, output.part_scores.mean(-1))
+    for maps in output.maps + output.fused:  # probabilities over channels at every patch
+        torch.testing.assert_close(maps.sum(1), torch.ones(3, 14, 14))
+    for weights in output.grouping:
+        torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:2]))
+
+
+def test_prototype_sets_sit_at_the_last_blocks_then_after_the_final_one(backbone):
+    assert make(backbone).layer_names == ["block 2", "block 3", "block 4", "block 5", "final"]
+    assert layer_names(12, 5) == ["block 8", "block 9", "block 10", "block 11", "final"]
+    assert make(backbone, prototypes=(6, 3)).layer_names == ["block 5", "final"]
+
+
+def test_initialisation_follows_the_reference(backbone):
+    model = make(backbone)
+    assert all(float(bias.detach().abs().sum()) == 0 for bias in model.bias)
+    stacked = torch.cat([p.detach().flatten() for p in model.prototypes])
+    assert abs(float(stacked.std()) - 0.05) < 0.005 and abs(float(stacked.mean())) < 0.005
+    torch.testing.assert_close(model.pos_embed, backbone.model.pos_embed)
+    assert model.pos_embed is not backbone.model.pos_embed
+    names = {name.split(".")[0] for name, _ in model.named_parameters()}
+    assert "blocks" not in names and "patch_embed" not in names, "the frozen ViT must not be part of the module"
+
+
+def test_concept_regions_is_a_softmax_of_negative_squared_distance_plus_bias():
+    features = torch.randn(2, 6, 4)
+    prototypes = torch.randn(3, 4)
+    bias = torch.randn(3, 6)
+    expected = torch.softmax(-torch.cdist(features, prototypes.expand(2, 3, 4)).pow(2) + bias.t(), dim=-1)
+    torch.testing.assert_close(concept_regions(features, prototypes, bias), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_aggregation_averages_each_prototypes_winning_patches_weighted_by_probability():
+    regions = torch.tensor([[[0.7, 0.3], [0.6, 0.4], [0.1, 0.9]]])  # patch 0, 1 -> prototype 0; patch 2 -> 1
+    features = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]])
+    pooled = aggregate_regions(regions, features)
+    torch.testing.assert_close(pooled[0, 0], torch.tensor([0.7, 0.6]) / 1.3)
+    torch.testing.assert_close(pooled[0, 1], torch.tensor([5.0, 5.0]))
+    empty = aggregate_regions(torch.tensor([[[0.9, 0.1], [0.8, 0.2]]]), torch.ones(1, 2, 2))
+    torch.testing.assert_close(empty[0, 1], torch.zeros(2)), "a prototype that wins nowhere pools nothing"
+
+
+def test_softmax_grouping_is_deterministic_and_gumbel_is_not(backbone, pixels):
+    model = make(backbone).eval()
+    with torch.no_grad():
+        first, second = model(pixels), model(pixels)
+        torch.testing.assert_close(first.logits, second.logits, rtol=0, atol=0)
+        noisy = [model(pixels, grouping="gumbel").grouping[0] for _ in range(2)]
+    assert not torch.allclose(*noisy)
+
+
+def test_until_stops_after_the_requested_maps(backbone, pixels):
+    model = make(backbone)
+    with torch.no_grad():
+        full = model(pixels)
+        early = model(pixels, until=2)
+    assert early.logits is None and len(early.maps) == 3
+    torch.testing.assert_close(early.maps[2], full.maps[2])
+
+
+def test_prompts_change_the_next_blocks_tokens(backbone, pixels):
+    """The prompts join the attention of one block: zeroing their projection changes the maps after it."""
+    model = make(backbone).eval()
+    with torch.no_grad():
+        before = model(pixels).maps[1]
+        for linear in model.prompt_linear:
+            linear.weight.zero_()
+            linear.bias.zero_()
+        after = model(pixels).maps[1]
+    assert not torch.allclose(before, after)
+
+
+def test_heads_shared_and_per_concept(backbone, pixels):
+    shared = make(backbone, head="shared")
+    per_concept = make(backbone, head="per-concept")
+    assert tuple(shared.head.shape) == (7, 128) and tuple(per_concept.head.shape) == (4, 7, 128)
+    with torch.no_grad():
+        per_concept.head.copy_(shared.head.expand(4, 7, 128))
+        for name, parameter in shared.named_parameters():
+            if name != "head":
+                dict(per_concept.named_parameters())[name].copy_(parameter)
+    torch.testing.assert_close(shared(pixels).logits, per_concept(pixels).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_gradients_reach_every_trainable_parameter_and_not_the_frozen_vit(backbone, pixels):
+    model = make(backbone)
+    output = model(pixels, grouping="gumbel")
+    (output.logits.sum() + sum(m.pow(2).sum() for m in output.maps + output.fused)).backward()
+    missing = [name for name, parameter in model.named_parameters() if parameter.grad is None or not bool(parameter.grad.abs().sum() > 0)]
+    assert not missing, f"no gradient for {missing}"
+    assert all(parameter.grad is None for parameter in backbone.model.parameters())
+
+
+def test_parameter_groups_split_tokens_from_heads(backbone):
+    model = make(backbone)
+    slow, fast = model.parameter_groups(2e-4, 1e-2)
+    assert slow["lr"] == 2e-4 and fast["lr"] == 1e-2
+    assert len(slow["params"]) + len(fast["params"]) == len(list(model.parameters()))
+    assert any(p is model.pos_embed for p in slow["params"]) and any(p is model.head for p in fast["params"])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"prototypes": (5, 1)}, "prototypes"),
+        ({"prototypes": ()}, "at least one"),
+        ({"prototypes": (3,) * 8}, "blocks"),
+        ({"head": "both"}, "head"),
+    ],
+)
+def test_bad_options_are_one_sentence(backbone, options, message):
+    with pytest.raises(XaikitError, match=message):
+        make(backbone, **options)
+
+
+def test_only_timm_vision_transformers(backbone):
+    with pytest.raises(XaikitError, match="timm VisionTransformer"):
+        IVPTModel(torch.nn.Linear(2, 2), (14, 14), 3)
+    with pytest.raises(XaikitError, match="grid"):
+        IVPTModel(backbone.model, (7, 7), 3)
