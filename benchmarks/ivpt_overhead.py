@@ -32,6 +32,8 @@ infer IVPT, then again), each timed over ``--steps`` consecutive calls, and the 
 counts (alternating keeps them under the same machine load). Times per image divide by
 ``--batch-size``, also for the doubled equivariance pass. The overhead of a method is its time over
 deep VPT's, minus 1. On CUDA the peak allocated memory of one more call of each is recorded.
+Before timing, a forward pre-hook on every block counts the blocks one forward pass of each model
+runs; a model that skips some is named in a warning, as its times then leave that work out.
 """
 
 from __future__ import annotations
@@ -169,6 +171,19 @@ def peak_memory(functions: dict[str, Callable[[], None]], device: torch.device) 
     return peaks
 
 
+def blocks_run(model: Callable[[torch.Tensor], object], vit: nn.Module, pixels: torch.Tensor) -> int:
+    """How many of the ViT's blocks one forward pass of ``model`` on ``pixels`` runs (a forward pre-hook on each)."""
+    calls: list[int] = []
+    hooks = [block.register_forward_pre_hook(lambda *_: calls.append(1)) for block in vit.blocks]
+    try:
+        with torch.no_grad():
+            model(pixels)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return len(calls)
+
+
 def percent(ratio: float) -> str:
     return f"{100 * (ratio - 1):+.1f} %"
 
@@ -218,6 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
     def infer_ivpt() -> None:
         ivpt["ivpt (CE only)"](pixels, grouping="softmax")
 
+    ran = {"deep VPT": blocks_run(vpt, vit, pixels[:1]), "ivpt": blocks_run(ivpt["ivpt (CE only)"], vit, pixels[:1])}
     functions = {**{f"train {name}": step for name, step in train.items()}, "infer deep VPT": infer_vpt, "infer ivpt": infer_ivpt}
     seconds = interleaved(functions, args.warmup, args.steps, args.rounds, device)
     best = {name: min(values) for name, values in seconds.items()}
@@ -257,6 +273,7 @@ def main(argv: list[str] | None = None) -> dict:
         "warmup": args.warmup,
         "steps": args.steps,
         "rounds": args.rounds,
+        "blocks_run": ran,
         "trainable_parameters": {name: sum(p.numel() for p in model.parameters() if p.requires_grad) for name, model in trainable.items()},
         "train": {name: row("train", name, "deep VPT") for name in TRAIN},
         "inference": {name: row("infer", name, "deep VPT") for name in INFER},
@@ -282,6 +299,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"IVPT over deep VPT ({args.prompts} prompts per block): training {percent(train_ce)} with CE only "
           f"(paper {percent(1 + PAPER['train_overhead'])}), {percent(train_all)} with all losses (doubled equivariance batch); "
           f"inference {percent(report['inference']['ivpt']['over_deep_vpt'])} (paper {percent(1 + PAPER['inference_overhead'])})")
+    for name, count in ran.items():
+        if count != len(vit.blocks):
+            print(f"warning: {name} ran {count} of the {len(vit.blocks)} blocks per forward pass, so its times leave out "
+                  f"{len(vit.blocks) - count} block(s) of work and the comparison is not like for like")
     print(f"wrote {args.out_json}")
     return report
 

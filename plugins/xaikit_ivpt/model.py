@@ -9,6 +9,7 @@ Data flow for ``prototypes = (17, 14, 11, 8, 5)`` on a ViT with ``L`` blocks (``
 prompts, ``N = h * w`` patches, ``T`` = prefix tokens + ``N``)::
 
     pixels (B, 3, H, W) -> patch embedding + trainable CLS/register tokens and position embedding
+    blocks 0 .. L-5 as they are
     for each of the last 4 blocks (l = 0..3, n_l = 17, 14, 11, 8 channels, the last one background):
         f  = final LayerNorm(patch tokens)                         (B, N, D)
         A  = softmax(-||f.detach() - q||^2 + bias)                 (B, N, n_l)     Eq. 5-6
@@ -255,6 +256,8 @@ class IVPTModel(nn.Module):
         """
         choice_option("grouping", grouping, GROUPINGS)
         tokens = self.embed(pixels)
+        for block in self.vit.blocks[: self.first_block]:
+            tokens = block(tokens)
         length = tokens.shape[1]
         maps, fused, groupings = [], [], []
         for layer in range(len(self.counts) - 1):

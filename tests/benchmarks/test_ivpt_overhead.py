@@ -78,3 +78,4 @@ def test_a_tiny_run_times_every_method(tmp_path, capsys):
         assert name in printed
     assert json.loads(out.read_text())["train"] == report["train"]
     assert report["trainable_parameters"]["deep VPT"] == 6 * 4 * 128 + 128 * 200 + 200
+    assert report["blocks_run"]["deep VPT"] == 6

@@ -41,6 +41,27 @@ def test_every_intermediate_has_its_documented_shape(backbone, pixels):
         torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:2]))
 
 
+def test_every_block_runs_and_without_prompts_the_tokens_are_the_vits(backbone, pixels):
+    """With only the final set there are no prompts: IVPT's final tokens are the frozen ViT's own features."""
+    model = make(backbone, prototypes=(5,))
+    seen = []
+    hooks = [block.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[1])) for block in backbone.model.blocks]
+    try:
+        with torch.no_grad():
+            regions = model(pixels).maps[-1]
+            full = make(backbone)(pixels)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert seen[:6] == [197] * 6, "all six blocks run on CLS + 196 patches"
+    assert seen[6:] == [197, 197, 201, 201, 201, 201], "the last four blocks also see the four prompts"
+    with torch.no_grad():
+        tokens = backbone.model.forward_features(pixels)[:, 1:]
+        expected = torch.softmax(-torch.cdist(tokens, model.prototypes[0].expand(3, 5, 128)).pow(2), dim=-1)
+    torch.testing.assert_close(regions, expected.transpose(1, 2).reshape(3, 5, 14, 14), atol=1e-4, rtol=1e-4)
+    assert full.logits is not None
+
+
 def test_prototype_sets_sit_at_the_last_blocks_then_after_the_final_one(backbone):
     assert make(backbone).layer_names == ["block 2", "block 3", "block 4", "block 5", "final"]
     assert layer_names(12, 5) == ["block 8", "block 9", "block 10", "block 11", "final"]
