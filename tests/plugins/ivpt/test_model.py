@@ -175,3 +175,26 @@ def test_only_timm_vision_transformers(backbone):
         IVPTModel(torch.nn.Linear(2, 2), (14, 14), 3)
     with pytest.raises(XaikitError, match="grid"):
         IVPTModel(backbone.model, (7, 7), 3)
+
+
+def test_register_tokens_and_unembedded_prefix_of_dinov2_with_registers():
+    """A DINOv2-with-registers architecture (5 prefix tokens, position embedding on patches only) from timm."""
+    import xaikit
+
+    backbone = xaikit.create(
+        "backbone", "timm:vit_small_patch14_reg4_dinov2", pretrained=False, image_size=56,
+        model_args={"embed_dim": 32, "depth": 3, "num_heads": 2}, device="cpu",
+    )
+    vit = backbone.model
+    assert vit.num_prefix_tokens == 5 and vit.no_embed_class
+    torch.manual_seed(0)
+    model = IVPTModel(vit, (4, 4), 3, prototypes=(4,))
+    pixels = torch.randn(2, 3, 56, 56)
+    with torch.no_grad():
+        maps = model(pixels).maps[-1]
+        tokens = vit.forward_features(pixels)[:, 5:]
+    expected = torch.softmax(-torch.cdist(tokens, model.prototypes[0].expand(2, 4, 32)).pow(2), dim=-1)
+    torch.testing.assert_close(maps, expected.transpose(1, 2).reshape(2, 4, 4, 4), atol=1e-4, rtol=1e-4)
+    assert model.reg_token is not None and tuple(model.reg_token.shape) == (1, 4, 32)
+    full = IVPTModel(vit, (4, 4), 3, prototypes=(5, 4, 3))(pixels)
+    assert tuple(full.logits.shape) == (2, 3) and [tuple(m.shape) for m in full.maps] == [(2, n, 4, 4) for n in (5, 4, 3)]
