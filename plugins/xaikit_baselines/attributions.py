@@ -222,9 +222,7 @@ class AttributionExplainer(Explainer):
             with torch.no_grad():
                 target = int(self._logits(pixels).argmax(dim=1)[0])
         heat = self._class_maps(pixels, torch.tensor([[target]], device=pixels.device)).detach().float().cpu()  # (1, 1, h, w)
-        mean = torch.tensor(self.backbone.preprocessing.mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.backbone.preprocessing.std).view(1, 3, 1, 1)
-        image = (pixels.detach().float().cpu() * std + mean).clamp(0, 1)
+        image = self.backbone.preprocessing.denormalise(pixels.detach().float().cpu())
         side = max(224, *image.shape[-2:])
         size = (round(image.shape[-2] * side / max(image.shape[-2:])), round(image.shape[-1] * side / max(image.shape[-2:])))
         image = F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)[0]

@@ -72,17 +72,16 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     Raises:
         XaikitError: the file is missing, unreadable or not an xaikit IVPT checkpoint.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load
+    from safetensors import SafetensorError, safe_open
 
     file = checkpoint_path(path)
     if not file.is_file():
         raise XaikitError(f"no IVPT checkpoint at {path} (expected a run directory with {CHECKPOINT_FILE}, or the file itself)")
-    data = file.read_bytes()
     try:
-        tensors = load(data)
-        header = _header(data)
-    except (SafetensorError, ValueError, json.JSONDecodeError) as error:
+        with safe_open(str(file), framework="pt") as opened:
+            header = opened.metadata() or {}
+            tensors = {key: opened.get_tensor(key) for key in opened.keys()}  # noqa: SIM118 - safe_open has no iterator
+    except (SafetensorError, OSError) as error:
         raise XaikitError(f"{file} is not a readable safetensors checkpoint: {error}") from None
     if header.get("format") != FORMAT:
         raise XaikitError(f"{file} is not an xaikit IVPT checkpoint (format {header.get('format')!r}, expected {FORMAT})")
@@ -98,10 +97,3 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     scheduler = json.loads(header["scheduler"]) if "scheduler" in header else None
     return Checkpoint(model=model, metadata=json.loads(header["metadata"]), optimizer=optimizer, scheduler=scheduler)
 
-
-def _header(data: bytes) -> dict[str, str]:
-    """The ``__metadata__`` strings of a safetensors file's JSON header."""
-    size = int.from_bytes(data[:8], "little")
-    if size <= 0 or size > len(data) - 8:
-        raise ValueError("the header length is out of range")
-    return json.loads(data[8 : 8 + size]).get("__metadata__") or {}

@@ -239,7 +239,7 @@ class IVPT(Explainer, Trainable):
             "architecture": self.architecture,
             "classes": self.classes,
             "backbone": {**backbone, "fingerprint": self.backbone.fingerprint},
-            "settings": _jsonable(dataclasses.asdict(self.settings)),
+            "settings": dataclasses.asdict(self.settings),
         }
         distributed = Distributed.from_environment()
         if file is not None and distributed.writes:
@@ -336,10 +336,7 @@ class IVPT(Explainer, Trainable):
 
         pixels = self.backbone.preprocess([sample.image])
         output = self._run(pixels)
-        preprocessing = self.backbone.preprocessing
-        mean = torch.tensor(preprocessing.mean).view(3, 1, 1)
-        std = torch.tensor(preprocessing.std).view(3, 1, 1)
-        seen = ((pixels[0] * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+        seen = (self.backbone.preprocessing.denormalise(pixels)[0] * 255).round().byte().permute(1, 2, 0).numpy()
         concepts = detail.get("concepts") or []
         prediction = int(output.logits[0].argmax())
         name = self.classes[prediction] if self.classes else str(prediction)
@@ -359,11 +356,3 @@ def _links(weights: torch.Tensor) -> list[int | None]:
     best, index = weights.float().max(-1)
     return [int(k) if value > 0.5 else None for value, k in zip(best.tolist(), index.tolist(), strict=True)]
 
-
-def _jsonable(value: Any) -> Any:
-    """Tuples to lists, recursively (for checkpoint metadata)."""
-    if isinstance(value, dict):
-        return {key: _jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(item) for item in value]
-    return value

@@ -220,16 +220,16 @@ class IVPTModel(nn.Module):
             tokens = torch.cat([*prefix, tokens], dim=1) + self.pos_embed
         return vit.norm_pre(vit.patch_drop(vit.pos_drop(tokens)))
 
-    def regions(self, tokens: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def regions(self, tokens: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Maps and region features of prototype set ``layer`` on the patch tokens of ``tokens`` ``(B, T, D)``.
 
         Returns:
-            ``(A, r, f)``: assignments ``(B, N, n)``, region features ``(B, n, D)`` and the normalised
-            patch tokens ``(B, N, D)``.
+            ``(A, r)``: assignments ``(B, N, n)`` and region features ``(B, n, D)``, pooled from the
+            normalised patch tokens.
         """
         normalised = self.vit.norm(tokens[:, self.num_prefix :])
         assignment = concept_regions(normalised.detach(), self.prototypes[layer], self.bias[layer].flatten(1))
-        return assignment, aggregate_regions(assignment, normalised), normalised
+        return assignment, aggregate_regions(assignment, normalised)
 
     def group(self, regions: torch.Tensor, layer: int, grouping: str) -> torch.Tensor:
         """Grouping weights ``(B, n - 1, G)`` of the foreground region features ``(B, n - 1, D)`` into the ``G`` prompts."""
@@ -261,7 +261,7 @@ class IVPTModel(nn.Module):
         length = tokens.shape[1]
         maps, fused, groupings = [], [], []
         for layer in range(len(self.counts) - 1):
-            assignment, regions, _ = self.regions(tokens, layer)
+            assignment, regions = self.regions(tokens, layer)
             maps.append(self._grid(assignment))
             if until == layer:
                 return IVPTOutput(None, None, maps, fused, groupings, None)
@@ -273,7 +273,7 @@ class IVPTModel(nn.Module):
             tokens = block(torch.cat([tokens, self.prompts(regions[:, :-1], weights, layer)], dim=1))[:, :length]
         for block in self.vit.blocks[self.first_block + len(self.counts) - 1 :]:
             tokens = block(tokens)
-        assignment, regions, _ = self.regions(tokens, len(self.counts) - 1)
+        assignment, regions = self.regions(tokens, len(self.counts) - 1)
         maps.append(self._grid(assignment))
         features = self.modulation(regions.transpose(1, 2))
         foreground = features[..., :-1]

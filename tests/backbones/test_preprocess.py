@@ -87,3 +87,9 @@ def test_points_to_image_maps_the_frame_corners_onto_the_crop():
     corners = torch.tensor([[0.0, 0.0], [20.0, 20.0]])
     # a 40x80 image is resized to 20x40 and its middle 20 columns kept: x from 20 to 60 in the image
     assert torch.allclose(preprocess.points_to_image(corners, (40, 80)), torch.tensor([[20.0, 0.0], [60.0, 40.0]]))
+
+
+def test_denormalise_undoes_the_normalisation():
+    preprocess = Preprocess(size=(8, 8), mode="squash")
+    pixels = torch.rand(2, 3, 8, 8)
+    torch.testing.assert_close(preprocess.denormalise(preprocess(pixels)), pixels, atol=1e-6, rtol=1e-6)

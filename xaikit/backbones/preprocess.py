@@ -181,6 +181,12 @@ class Preprocess:
         resized = F.interpolate(pixels, size=size, mode=self.interpolation, align_corners=False, antialias=True)
         return resized.clamp_(0, 1)  # bicubic overshoots
 
+    def denormalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Undo the normalisation of model input ``(B, 3, H, W)``: RGB in ``[0, 1]`` (clamped), for drawing."""
+        mean = torch.tensor(self.mean, dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1)
+        return (pixels * std + mean).clamp(0, 1)
+
     def _normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self.mean, dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1)
