@@ -93,9 +93,12 @@ class Trainable(ABC):
         presets: named recipes for ``xaikit train --preset NAME``: ``{"backbone": name,
             "options": {kind: {key: value}}}``, where ``kind`` is ``dataset``, ``backbone`` or
             ``explainer``. Command-line flags and options override a preset's values.
+        run_files: names of the files :meth:`train` writes into ``out`` (its checkpoints); they are
+            the only files of the explainer's that ``xaikit train --overwrite`` may delete.
     """
 
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    run_files: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def train(

@@ -94,6 +94,7 @@ class IVPT(Explainer, Trainable):
 
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.PREDICTIONS, Capability.CONCEPT_MAPS, Capability.DIFFERENTIABLE})
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = PRESETS
+    run_files: ClassVar[tuple[str, ...]] = (CHECKPOINT_FILE,)
 
     def __init__(
         self,

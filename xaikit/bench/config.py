@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from xaikit.bench.sampling import REFERENCE_SEED
-from xaikit.errors import UnknownOptionError
+from xaikit.errors import UnknownOptionError, XaikitError
+from xaikit.validation import integer_option
 
 __all__ = ["COMPONENT_KINDS", "RESULT_KEYS", "BenchConfig", "split_options"]
 
@@ -56,6 +57,24 @@ class BenchConfig:
     batch_size: int = 32
     strict: bool = False
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Refuse field values no run can use, before anything is built or written.
+
+        Raises:
+            XaikitError: naming the field and the value (``limit`` and ``batch_size`` must be
+                positive integers, ``k`` too when given, ``metrics`` a non-empty list of names).
+        """
+        for name, value in (("limit", self.limit), ("k", self.k)):
+            if value is not None:
+                integer_option(name, value, 1)
+        integer_option("batch_size", self.batch_size, 1)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise XaikitError(f"seed must be an integer, got {self.seed!r}")
+        if not self.metrics or not all(isinstance(name, str) and name for name in self.metrics):
+            raise XaikitError(f"metrics must be a non-empty list of metric names, got {self.metrics!r}")
+        if len(set(self.metrics)) != len(self.metrics):
+            raise XaikitError(f"metrics name {', '.join(sorted({m for m in self.metrics if self.metrics.count(m) > 1}))} twice")
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, JSON-serialisable."""

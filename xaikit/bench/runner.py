@@ -250,27 +250,40 @@ def run_bench(
         registry: where component names are looked up (default: the process-wide registry).
 
     Raises:
-        XaikitError: a bad name or option, an existing run without ``resume``/``overwrite``, an
-            undecodable image with ``strict``, or an explainer a metric cannot score.
+        XaikitError: a bad name or option, an existing run without ``resume``/``overwrite`` (or
+            with both), a directory holding files that are not a run, a directory another process is
+            running in, an undecodable image with ``strict``, or an explainer a metric cannot score.
     """
     from xaikit import get_registry
 
+    config.validate()
     registry = registry or get_registry()
     progress = progress or Progress()
-    RunDirectory.check_free(out, resume=resume, overwrite=overwrite)
-    progress.stage("building components")
-    run = build_run(config, registry)
-    resolved = {
-        **{key: value for key, value in config.to_dict().items() if key not in ("options", "backbone", "segmenter", "matcher")},
-        "components": run.components,
-        "versions": {**environment(), "plugins": run.plugins},
-    }
-    directory = RunDirectory.open(out, resolved, resume=resume, overwrite=overwrite, same=RESULT_KEYS)
-    indices = sample_indices(len(run.test), config.limit, config.seed)
-    progress.stage(f"fitting {config.explainer} on {len(run.train)} training images")
-    run.explainer.fit(run.train)
-    _explain_missing(run, directory, indices, config.batch_size, config.strict, progress)
-    summary, results = _summary(run, directory, indices, progress)
-    directory.write_summary(summary)
+    with RunDirectory.claim(out, resume=resume, overwrite=overwrite) as directory:
+        progress.stage("building components")
+        run = build_run(config, registry)
+        resolved = {
+            **{key: value for key, value in config.to_dict().items() if key not in ("options", "backbone", "segmenter", "matcher")},
+            "components": run.components,
+            "versions": {**environment(), "plugins": run.plugins},
+        }
+        indices = sample_indices(len(run.test), config.limit, config.seed)
+        directory.start(resolved, same=RESULT_KEYS)
+        _check_records(directory, indices)
+        progress.stage(f"fitting {config.explainer} on {len(run.train)} training images")
+        run.explainer.fit(run.train)
+        directory.record()
+        _explain_missing(run, directory, indices, config.batch_size, config.strict, progress)
+        summary, results = _summary(run, directory, indices, progress)
+        directory.write_summary(summary)
     return BenchResult(path=directory.path, summary=summary, metrics=results)
 
+
+def _check_records(directory: RunDirectory, indices: list[int]) -> None:
+    """Refuse a resumed ``items.jsonl`` holding images outside this run's sample."""
+    stray = sorted(set(directory.items) - set(indices))
+    if stray:
+        raise XaikitError(
+            f"cannot resume {directory.path}: {directory.path / 'items.jsonl'} has a record of test image {stray[0]}, "
+            f"which is not in this run's sample of {len(indices)}; start again with --overwrite"
+        )

@@ -10,6 +10,7 @@ train ...`` every process runs this command; rank 0 writes and reports.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -157,21 +158,31 @@ def run(args: argparse.Namespace) -> int:
     """Build, train with checkpoints, evaluate on the test split, write ``metrics.json``."""
     import xaikit
     from xaikit.bench.rundir import RunDirectory
-    from xaikit.bench.runner import build_run
-    from xaikit.io import write_json_atomically
-    from xaikit.training import Trainable
 
     registry = xaikit.get_registry()
     distributed = Distributed.from_environment()
     args.device = _device(args.device, distributed)
     config = train_config(args, registry)
+    owned = (METRICS, *getattr(registry.factory("explainer", config.explainer), "run_files", ()))
+    directory = RunDirectory.claim(args.out, resume=args.resume, overwrite=args.overwrite, owned=owned) if distributed.writes else None
+    with directory or contextlib.nullcontext():
+        return _train(args, registry, config, distributed, directory)
+
+
+def _train(args: argparse.Namespace, registry: Any, config: BenchConfig, distributed: Distributed, directory: Any) -> int:
+    """Build, train and evaluate, with ``directory`` claimed on the writing process (``None`` on the others)."""
+    from xaikit.bench.runner import build_run
+    from xaikit.io import write_json_atomically
+    from xaikit.training import Trainable
+
     built = build_run(config, registry)
     if not isinstance(built.explainer, Trainable):
         raise XaikitError(f"explainer '{config.explainer}' is not trained (it has nothing to learn); xaikit train needs one such as ivpt")
     record, fixed = _record(config, built, args.preset)
-    if distributed.writes:
-        directory = RunDirectory.open(args.out, fixed, resume=args.resume, overwrite=args.overwrite, same=fixed.keys())
-        write_json_atomically(directory.path / "config.json", record)
+    if directory is not None:
+        directory.start(record, same=fixed.keys())
+        directory.record()
+        write_json_atomically(directory.path / "config.json", record)  # epochs may grow on resume: the latest
     distributed.barrier()
     progress = (_Bar() if stderr.is_terminal else _Lines()) if distributed.writes else TrainProgress()
     start = time.perf_counter()
