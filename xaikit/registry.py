@@ -26,6 +26,7 @@ from typing import Any
 import pluggy
 
 from xaikit import hookspecs
+from xaikit.options import coerce_options
 from xaikit.errors import (
     DuplicateComponentError,
     MissingDependencyError,
@@ -456,6 +457,7 @@ class Registry:
         Raises:
             UnknownComponentError: no such name.
             UnknownOptionError: an option the factory does not take, or a required one missing.
+            OptionTypeError: a value that is not of the type the factory declares (see :mod:`xaikit.options`).
             DuplicateComponentError: two plugins register the name.
             MissingDependencyError: an optional dependency of the component is not installed.
             PluginError: the factory cannot be imported, or built something of the wrong kind.
@@ -466,7 +468,7 @@ class Registry:
         if entry.variant_arg is not None:
             options = {**options, entry.variant_arg: variant}
         _check_options(f"{kind} '{name}'", factory, options)
-        component = factory(**options)
+        component = factory(**coerce_options(f"{kind} '{name}'", factory, options))
         from xaikit import interfaces  # deferred: it imports torch, which listing must not
 
         interface = getattr(interfaces, _INTERFACES[kind])
@@ -477,6 +479,14 @@ class Registry:
             )
         return component
 
+
+    def coerce(self, kind: str, name: str, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` converted to the types the factory of ``kind``/``name`` declares, as :meth:`create` passes them.
+
+        Raises:
+            OptionTypeError: a value its declared type cannot take.
+        """
+        return coerce_options(f"{normalise_kind(kind)} '{name}'", self.factory(kind, name), options)
 
     def accepts(self, kind: str, name: str, option: str) -> bool:
         """Whether the factory of ``kind``/``name`` takes the keyword ``option`` (or any via ``**kwargs``)."""

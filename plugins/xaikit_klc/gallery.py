@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from xaikit.cluster import kmeans
 from xaikit.errors import XaikitError
-from xaikit.features.cache import FeatureCache
+from xaikit.features.cache import FeatureCache, tensor_checksum
 from xaikit.io import write_bytes_atomically
 from xaikit.types import Sample
 from xaikit.validation import choice_option
@@ -29,7 +29,7 @@ from xaikit.validation import choice_option
 __all__ = ["SELECTIONS", "GalleryParts", "cache_path", "load_parts", "part_rows", "sample_key", "save_parts", "select_prototypes"]
 
 SELECTIONS = ("kmeans", "first")
-_FORMAT = "1"
+_FORMAT = "2"
 _log = logging.getLogger(__name__)
 
 
@@ -121,24 +121,29 @@ def cache_path(root: Path, spec: dict) -> Path:
 
 
 def save_parts(path: Path, parts: GalleryParts) -> None:
-    """Write ``parts`` as one safetensors file, atomically."""
+    """Write ``parts`` as one safetensors file, atomically, with a checksum of every tensor and name."""
     tensors = {"owner": parts.owner, "label": parts.label, "descriptor": parts.descriptor.float(), "centroid": parts.centroid.float()}
-    data = safetensors.torch.save({k: v.contiguous() for k, v in tensors.items()}, metadata={"format": _FORMAT, "names": json.dumps(parts.name)})
+    tensors = {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
+    names = json.dumps(parts.name)
+    metadata = {"format": _FORMAT, "names": names, "checksum": tensor_checksum(tensors, names.encode())}
+    data = safetensors.torch.save(tensors, metadata=metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomically(path, data)
 
 
 def load_parts(path: Path) -> GalleryParts | None:
-    """The parts stored at ``path``, or ``None`` when absent or unreadable (then recomputed)."""
+    """The parts stored at ``path``, or ``None`` when absent, unreadable or failing its checksum (then recomputed)."""
     if not path.is_file():
         return None
     try:
         with safetensors.safe_open(str(path), framework="pt") as file:
             metadata = file.metadata() or {}
             tensors = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118 - safe_open has no iterator
+        if metadata.get("format") != _FORMAT or metadata.get("checksum") != tensor_checksum(tensors, metadata["names"].encode()):
+            raise ValueError("format or checksum mismatch")
         names = tuple(json.loads(metadata["names"]))
-        if metadata.get("format") != _FORMAT or len(names) != len(tensors["owner"]):
-            raise ValueError("format or length mismatch")
+        if len(names) != len(tensors["owner"]):
+            raise ValueError("length mismatch")
         return GalleryParts(name=names, **{key: tensors[key] for key in ("owner", "label", "descriptor", "centroid")})
     except Exception as error:  # noqa: BLE001 - any unreadable entry is a cache miss, recomputed and rewritten
         _log.debug("ignoring unreadable KLC gallery cache %s: %s", path, error)

@@ -100,11 +100,13 @@ def test_optional_masks_are_read(layout):
 
 def test_optional_files_may_be_absent(layout):
     (layout / "bounding_boxes.txt").unlink()
-    (layout / "parts" / "part_locs.txt").unlink()
     sample = CUBDataset(layout)[0]
-    assert sample.bbox is None and not sample.visible.any() and sample.keypoints.shape == (15, 2)
+    assert sample.bbox is None and sample.keypoints.shape == (15, 2)
     with pytest.raises(DatasetError, match="cannot crop to bounding boxes: .*bounding_boxes.txt is missing"):
         CUBDataset(layout, crop_to_bbox=True)
+    (layout / "parts" / "part_locs.txt").unlink()
+    with pytest.raises(DatasetError, match="has parts/parts.txt but no parts/part_locs.txt"):
+        CUBDataset(layout)
     (layout / "parts" / "parts.txt").unlink()
     assert CUBDataset(layout)[0].keypoints.shape == (0, 2)
 

@@ -88,6 +88,7 @@ def build_run(config: BenchConfig, registry: Registry) -> Run:
 
     def create(kind: str, name: str, options: dict[str, Any], label: str | None = None) -> Any:
         used.append((kind, name))
+        options = registry.coerce(kind, name, options)  # typed before config.json records them
         shown = {key: names.get(id(value), value) for key, value in options.items()}  # components by name
         record[label or kind] = {"name": name, "options": resolved_options(registry.factory(kind, name), shown)}
         component = registry.create(kind, name, **options)

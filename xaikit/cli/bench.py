@@ -12,7 +12,7 @@ from rich.progress import Progress as RichProgress
 from rich.table import Table
 
 from xaikit.bench import REFERENCE_SEED, BenchConfig, BenchResult, Progress, run_bench, split_options
-from xaikit.cli.console import add_debug, stderr, stdout
+from xaikit.cli.console import add_debug, positive_int, stderr, stdout
 from xaikit.cli.options import parse_options
 
 DEFAULT = BenchConfig()
@@ -29,9 +29,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     add_component_arguments(bench)
     bench.add_argument("--metric", action="append", dest="metrics", metavar="NAME", help="registered metric, repeatable (default accuracy)")
-    bench.add_argument("--limit", type=int, help="evaluate a random sample of this many test images (default: all)")
+    bench.add_argument("--limit", type=positive_int, help="evaluate a random sample of this many test images (default: all)")
     bench.add_argument("--seed", type=int, default=REFERENCE_SEED, help=f"seed of the --limit sample (default {REFERENCE_SEED}, KLC's reference sample)")
-    bench.add_argument("--batch-size", type=int, default=DEFAULT.batch_size, help=f"images per explainer call (default {DEFAULT.batch_size})")
+    bench.add_argument("--batch-size", type=positive_int, default=DEFAULT.batch_size, help=f"images per explainer call (default {DEFAULT.batch_size})")
     bench.add_argument("--out", type=Path, help="run directory (default runs/<dataset>-<explainer>-<time>)")
     bench.add_argument("--resume", action="store_true", help="continue the run in --out, skipping finished images")
     bench.add_argument("--overwrite", action="store_true", help="replace the run in --out")
@@ -48,7 +48,7 @@ def add_component_arguments(parser: argparse.ArgumentParser, explainer: str = DE
     parser.add_argument("--segmenter", help="registered segmenter (default: the explainer's, annotations for klc)")
     parser.add_argument("--matcher", help="registered matcher (default: the explainer's, mnn for klc)")
     parser.add_argument("--explainer", default=explainer, help=f"registered explainer (default {explainer})")
-    parser.add_argument("--k", type=int, help="prototypes retrieved per query (klc: 3, the paper; the reference code used 5)")
+    parser.add_argument("--k", type=positive_int, help="prototypes retrieved per query (klc: 3, the paper; the reference code used 5)")
     parser.add_argument("--device", default=DEFAULT.device, help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument(
         "--option", action="append", default=[], metavar="KIND.KEY=VALUE",

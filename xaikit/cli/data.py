@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.markup import escape
 from rich.progress import Progress
 
-from xaikit.cli.console import add_debug, stderr, stdout
+from xaikit.cli.console import add_debug, positive_int, stderr, stdout
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -25,9 +25,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "The same options always give the same bytes.",
     )
     synth.add_argument("--out", required=True, type=Path, help="directory to write (must not exist or be empty)")
-    synth.add_argument("--classes", type=int, default=10, help="number of species (default 10)")
-    synth.add_argument("--per-class", type=int, default=40, help="images per species (default 40)")
-    synth.add_argument("--size", type=int, default=224, help="image side in pixels (default 224)")
+    synth.add_argument("--classes", type=positive_int, default=10, help="number of species (default 10)")
+    synth.add_argument("--per-class", type=positive_int, default=40, help="images per species (default 40)")
+    synth.add_argument("--size", type=positive_int, default=224, help="image side in pixels (default 224)")
     synth.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     synth.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     add_debug(synth)

@@ -37,7 +37,7 @@ def _query(image: str, dataset):
 
     path = Path(image)
     if path.exists() or not image.isdigit():
-        return Sample(image=decode_image(path), path=path)
+        return Sample(image=decode_image(path, exif_transpose=True), path=path)
     image_ids = getattr(dataset, "image_ids", None)
     if image_ids is None:
         raise XaikitError(f"dataset {type(dataset).__name__} has no image ids; pass an image file instead of {image}")

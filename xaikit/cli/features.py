@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from xaikit.cli.console import add_debug, stderr, stdout
+from xaikit.cli.console import add_debug, positive_int, stderr, stdout
 from xaikit.cli.options import parse_options
 
 
@@ -26,8 +26,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     features.add_argument("--split", default="all", choices=("all", "train", "test"), help="which split (default all)")
     features.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="backbone option, repeatable, e.g. resize=squash")
     features.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    features.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
-    features.add_argument("--workers", type=int, default=2, help="image-decoding processes (default 2)")
+    features.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (default 32)")
+    features.add_argument("--workers", type=int, default=2, help="image-decoding processes, 0 to decode in this process (default 2)")
     features.add_argument("--cache-dir", type=Path, help="feature cache directory (default: the xaikit cache)")
     add_debug(features)
     features.set_defaults(handler=run_features)

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from xaikit.errors import XaikitError
+from xaikit.options import OptionText
 
 
 def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["k=3", "layers=[8, 9]", "model=facebook/dinov2-base"]`` -> ``{"k": 3, "layers": [8, 9], "model": "facebook/dinov2-base"}``.
+    """``["k=3", "layers=[8, 9]"]`` -> ``{"k": OptionText("3"), "layers": OptionText("[8, 9]")}``.
 
-    Each value is read as JSON when it parses (numbers, booleans, null, lists, objects) and kept
-    as a string otherwise.
+    Values stay text (:class:`~xaikit.options.OptionText`) until the component they go to is known:
+    :func:`~xaikit.options.coerce_options` then reads each as the type its factory declares.
 
     Raises:
         XaikitError: for a pair without ``=`` or with an empty key, or a key given twice.
@@ -26,8 +26,5 @@ def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
             raise XaikitError(f"option {pair!r} is not key=value")
         if key in options:
             raise XaikitError(f"option '{key}' is given twice")
-        try:
-            options[key] = json.loads(text)
-        except json.JSONDecodeError:
-            options[key] = text
+        options[key] = OptionText(text)
     return options

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     options = parse_options(args.option)
     if args.vocabulary is not None:
         options["vocabulary"] = args.vocabulary
-    sample = Sample(image=decode_image(args.image), path=args.image)
+    sample = Sample(image=decode_image(args.image, exif_transpose=True), path=args.image)
     segmenter = xaikit.get_registry().build("segmenter", args.segmenter, offer={"device": args.device}, **options)
     (part_map,) = segmenter.segment([sample])
     args.out.parent.mkdir(parents=True, exist_ok=True)

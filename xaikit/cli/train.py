@@ -23,7 +23,7 @@ from rich.table import Table
 
 from xaikit.bench.config import BenchConfig, environment, split_options
 from xaikit.cli.bench import add_component_arguments
-from xaikit.cli.console import add_debug, stderr, stdout
+from xaikit.cli.console import add_debug, positive_int, stderr, stdout
 from xaikit.cli.options import parse_options
 from xaikit.errors import UnknownOptionError, XaikitError
 from xaikit.training import Distributed, TrainProgress
@@ -45,7 +45,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     add_component_arguments(train, explainer="ivpt")
     train.add_argument("--epochs", type=int, help="training epochs (default: the explainer's or the preset's)")
-    train.add_argument("--batch-size", type=int, help="images per optimiser step over all processes (the explainer's train_batch_size)")
+    train.add_argument("--batch-size", type=positive_int, help="images per optimiser step over all processes (the explainer's train_batch_size)")
     train.add_argument("--seed", type=int, help="training seed (default: the explainer's)")
     train.add_argument("--preset", help="a named recipe of the explainer, e.g. reference (ivpt: the paper's 518 px DINOv2-B run)")
     train.add_argument("--out", type=Path, required=True, help="run directory for config.json, the checkpoint and metrics.json")

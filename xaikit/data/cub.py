@@ -20,14 +20,17 @@ order, so with the full ``classes.txt`` a label is ``class_id - 1``, as in the r
 from __future__ import annotations
 
 import copy
+import math
 import os
+import struct
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from xaikit.errors import DatasetError
 from xaikit.interfaces import Dataset
@@ -66,8 +69,9 @@ def _read_rows(path: Path, fields: tuple[tuple[str, _Field], ...], *, rest: bool
             if len(parts) != len(fields):
                 raise ValueError
             values = tuple(convert(part) for (_, convert), part in zip(fields, parts, strict=True))
-        except ValueError:
-            raise DatasetError(f"{path}, line {number}: expected '{expected}', got {line.strip()!r}") from None
+        except ValueError as error:
+            reason = f" ({error})" if isinstance(error, _FieldError) else ""
+            raise DatasetError(f"{path}, line {number}: expected '{expected}', got {line.strip()!r}{reason}") from None
         rows.append((number, values))
     return rows
 
@@ -78,11 +82,37 @@ def _visibility(text: str) -> int:
     return int(text)
 
 
-def _non_negative(text: str) -> float:
+class _FieldError(ValueError):
+    """A column value that parses but is out of range; its message says why, for the row's error."""
+
+
+def _finite(text: str) -> float:
     value = float(text)
-    if not value >= 0:  # also refuses NaN
-        raise ValueError(text)
+    if not math.isfinite(value):
+        raise _FieldError(f"{text} is not a finite number")
     return value
+
+
+def _non_negative(text: str) -> float:
+    value = _finite(text)
+    if value < 0:
+        raise _FieldError(f"{text} is negative")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _finite(text)
+    if value <= 0:
+        raise _FieldError(f"a box side of {text} is empty")
+    return value
+
+
+def _relative_path(text: str) -> str:
+    """A path under ``images/``: relative, with no ``..`` part (symlinks are checked when the file is opened)."""
+    path = PurePosixPath(text.replace("\\", "/"))
+    if path.is_absolute() or PureWindowsPath(text).drive or ".." in path.parts:
+        raise _FieldError(f"{text} is not a path inside images/")
+    return text
 
 
 def _unique_ids(path: Path, rows: list[tuple[int, tuple]]) -> dict[int, int]:
@@ -138,7 +168,7 @@ class _Annotations:
     @classmethod
     def read(cls, root: Path) -> _Annotations:
         images_path = root / "images.txt"
-        image_rows = _read_rows(images_path, (("image_id", int), ("path", str)), rest=True)
+        image_rows = _read_rows(images_path, (("image_id", int), ("path", _relative_path)), rest=True)
         image_index = _unique_ids(images_path, image_rows)
         count = len(image_rows)
         if count == 0:
@@ -161,7 +191,7 @@ class _Annotations:
         bboxes = None
         boxes_path = root / "bounding_boxes.txt"
         if boxes_path.exists():
-            box_fields = (("image_id", int), ("x", float), ("y", float), ("width", _non_negative), ("height", _non_negative))
+            box_fields = (("image_id", int), ("x", _finite), ("y", _finite), ("width", _positive), ("height", _positive))
             boxes, _ = _per_image(boxes_path, _read_rows(boxes_path, box_fields), image_index, count, required=True)
             bboxes = np.array(boxes, dtype=np.float32).reshape(count, 4)
 
@@ -190,13 +220,17 @@ class _Annotations:
         keypoints = np.zeros((count, len(part_rows), 2), np.float32)
         visible = np.zeros((count, len(part_rows)), bool)
         locs_path = root / "parts" / "part_locs.txt"
-        if locs_path.exists():
-            fields = (("image_id", int), ("part_id", int), ("x", float), ("y", float), ("visible", _visibility))
-            for number, (image_id, part_id, x, y, seen) in _read_rows(locs_path, fields):
-                image = _lookup(locs_path, number, image_index, image_id, "image id")
-                part = _lookup(locs_path, number, part_index, part_id, "part id")
-                keypoints[image, part] = (x, y)
-                visible[image, part] = bool(seen)
+        if not locs_path.exists():
+            raise DatasetError(
+                f"CUB layout at {root} has parts/parts.txt but no parts/part_locs.txt, so no image would have parts; "
+                "add part_locs.txt, or remove parts.txt for a dataset without keypoints"
+            )
+        fields = (("image_id", int), ("part_id", int), ("x", _non_negative), ("y", _non_negative), ("visible", _visibility))
+        for number, (image_id, part_id, x, y, seen) in _read_rows(locs_path, fields):
+            image = _lookup(locs_path, number, image_index, image_id, "image id")
+            part = _lookup(locs_path, number, part_index, part_id, "part id")
+            keypoints[image, part] = (x, y)
+            visible[image, part] = bool(seen)
         return tuple(r[1][1] for r in part_rows), keypoints, visible
 
 
@@ -238,10 +272,25 @@ class CUBDataset(Dataset):
             self._check_files()
 
     def _check_files(self) -> None:
-        images = self.root / "images"
         for image_id, relative in zip(self._annotations.image_ids, self._annotations.paths, strict=True):
-            if not (images / relative).is_file():
-                raise DatasetError(f"image file {images / relative} (image id {image_id}) does not exist")
+            path = self._inside("images", relative)
+            if not path.is_file():
+                raise DatasetError(f"image file {path} (image id {image_id}) does not exist")
+
+    def _inside(self, folder: str, relative: str | Path) -> Path:
+        """``root/folder/relative``, refused when it resolves (through ``..`` or a symlink) to a file outside the root.
+
+        Raises:
+            DatasetError: naming the path and where it leads.
+        """
+        path = self.root / folder / relative
+        resolved = path.resolve()
+        if not resolved.is_relative_to(self.root.resolve()):
+            raise DatasetError(
+                f"{path} leads to {resolved}, outside the dataset root {self.root}; xaikit reads only files inside the root "
+                "(link the whole root, not a folder inside it, to keep a dataset on another disk)"
+            )
+        return path
 
     def _select(self, split: str) -> np.ndarray:
         if split not in SPLITS:
@@ -299,11 +348,11 @@ class CUBDataset(Dataset):
         row = int(self._indices[index])
         notes = self._annotations
         relative = notes.paths[row]
-        path = self.root / "images" / relative
+        path = self._inside("images", relative)
         image = decode_image(path, "RGB")
         mask_name = Path(relative).with_suffix(".png")
-        part_mask = self._optional_mask(self.root / "part_masks" / mask_name, image.shape[:2])
-        foreground = self._optional_mask(self.root / "segmentations" / mask_name, image.shape[:2])
+        part_mask = self._optional_mask(self._inside("part_masks", mask_name), image.shape[:2])
+        foreground = self._optional_mask(self._inside("segmentations", mask_name), image.shape[:2])
         if part_mask is not None and part_mask.max(initial=0) > len(notes.part_names):
             raise DatasetError(f"part mask {self.root / 'part_masks' / mask_name} holds ids beyond the {len(notes.part_names)} parts")
         sample = Sample(
@@ -319,7 +368,16 @@ class CUBDataset(Dataset):
             path=path,
             is_train=bool(notes.is_train[row]),
         )
-        return sample.crop_to_bbox() if self.crop_to_bbox else sample
+        if not self.crop_to_bbox:
+            return sample
+        try:
+            return sample.crop_to_bbox()
+        except ValueError:
+            x, y, w, h = (float(v) for v in sample.bbox)
+            raise DatasetError(
+                f"image {path}: its bounding box (x {x:g}, y {y:g}, width {w:g}, height {h:g}) does not overlap "
+                f"the {image.shape[1]}x{image.shape[0]} image"
+            ) from None
 
     @staticmethod
     def _optional_mask(path: Path, size: tuple[int, int]) -> np.ndarray | None:
@@ -331,16 +389,51 @@ class CUBDataset(Dataset):
         return mask
 
 
-def decode_image(path: Path, mode: str = "RGB") -> np.ndarray:
+def decode_image(path: str | os.PathLike[str], mode: str = "RGB", *, exif_transpose: bool = False) -> np.ndarray:
     """Decode an image file to a ``uint8`` array in PIL ``mode`` (``"RGB"``: (H, W, 3), ``"L"``: (H, W)).
 
+    16-bit greyscale images (PIL modes ``I;16*`` and ``I``) are scaled to 8 bits (``round(v / 257)``)
+    for ``"RGB"``; for ``"L"`` (masks of ids) their values are kept and must fit in 8 bits. Palette,
+    alpha, CMYK and 1-bit images are converted by PIL; floating-point images are refused. Images over
+    PIL's decompression-bomb limit (:data:`PIL.Image.MAX_IMAGE_PIXELS`) are refused before decoding.
+
+    Args:
+        path: the file.
+        mode: ``"RGB"`` or ``"L"``.
+        exif_transpose: apply the EXIF orientation tag (for a user's photo). Datasets do not: CUB's
+            boxes and keypoints were annotated on the stored pixels, as the reference code reads them.
+
     Raises:
-        DatasetError: the file is missing or cannot be decoded (one sentence naming the path).
+        DatasetError: the file is missing, too large, of an unsupported kind, or cannot be decoded
+            (one sentence naming the path).
     """
     try:
-        with Image.open(path) as image:
-            return np.array(image.convert(mode), dtype=np.uint8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if exif_transpose:
+                    image = ImageOps.exif_transpose(image)
+                return _to_uint8(image, mode, path)
     except FileNotFoundError:
         raise DatasetError(f"image file {path} does not exist") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise DatasetError(f"image {path} is too large to decode safely ({error})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, struct.error, EOFError) as error:
         raise DatasetError(f"cannot decode image {path}: {error}") from None
+
+
+def _to_uint8(image: Image.Image, mode: str, path: str | os.PathLike[str]) -> np.ndarray:
+    """``image`` as ``uint8`` in ``mode``, with 16-bit greyscale scaled (RGB) or checked (L) instead of clipped."""
+    if image.mode == "F":
+        raise DatasetError(f"image {path} holds floating-point pixels (PIL mode F), which xaikit does not read; save it as 8-bit")
+    if image.mode.startswith("I"):  # 16- or 32-bit integer greyscale
+        values = np.asarray(image, dtype=np.int64)
+        if values.min(initial=0) < 0 or values.max(initial=0) > 65535:
+            raise DatasetError(f"image {path} holds values outside 0..65535 (PIL mode {image.mode}), which xaikit does not read")
+        if mode == "L":
+            if values.max(initial=0) > 255:
+                raise DatasetError(f"mask {path} holds values above 255")
+            return values.astype(np.uint8)
+        grey = np.rint(values / 257.0).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2) if mode == "RGB" else grey
+    return np.array(image.convert(mode), dtype=np.uint8)

@@ -35,7 +35,7 @@ import torch
 from xaikit.io import write_bytes_atomically
 from xaikit.paths import cache_dir
 
-__all__ = ["FORMAT_VERSION", "FeatureCache"]
+__all__ = ["FORMAT_VERSION", "FeatureCache", "tensor_checksum"]
 
 FORMAT_VERSION = "1"
 """Version of the entry layout; an entry written under another version is treated as corrupt."""
@@ -67,6 +67,15 @@ def _checksum(entries: Iterable[tuple[str, list[int], Any]]) -> str:
         digest.update(json.dumps([name, shape]).encode() + b"\n")
         digest.update(data)
     return digest.hexdigest()
+
+
+def tensor_checksum(tensors: Mapping[str, torch.Tensor], extra: bytes = b"") -> str:
+    """The cache's BLAKE2b-256 checksum of named tensors (any dtype), plus ``extra`` bytes (e.g. JSON metadata).
+
+    Used by other on-disk caches (KLC's gallery) to verify an entry before trusting it.
+    """
+    entries = [(name, list(tensors[name].shape), _tensor_bytes(tensors[name].detach().cpu().contiguous())) for name in sorted(tensors)]
+    return _checksum([*entries, ("__extra__", [len(extra)], extra)])
 
 
 def _to_float16(name: object, tensor: object) -> torch.Tensor:

@@ -72,3 +72,25 @@ def test_retrieve_top_k_by_cosine():
     similarity, rows = index.retrieve(torch.tensor([[2.0, 0.1]]), 2)
     assert rows.tolist() == [[0, 2]] and similarity[0, 0] > similarity[0, 1]
     assert index.retrieve(torch.tensor([[1.0, 0.0]]), 10)[1].shape == (1, 3)
+
+
+@pytest.mark.parametrize("position", [-1, -5, -40])
+def test_a_flipped_bit_anywhere_in_the_tensors_is_a_miss(tmp_path, position):
+    parts = GalleryParts(
+        owner=torch.tensor([0, 1]), label=torch.tensor([2, 5]), name=("beak", "crown"),
+        descriptor=torch.randn(2, 4), centroid=torch.rand(2, 2),
+    )
+    path = tmp_path / "entry.safetensors"
+    save_parts(path, parts)
+    data = bytearray(path.read_bytes())
+    data[position] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert load_parts(path) is None
+
+
+def test_a_changed_part_name_is_a_miss(tmp_path):
+    parts = GalleryParts(owner=torch.tensor([0]), label=torch.tensor([2]), name=("beak",), descriptor=torch.randn(1, 4), centroid=torch.rand(1, 2))
+    path = tmp_path / "entry.safetensors"
+    save_parts(path, parts)
+    path.write_bytes(path.read_bytes().replace(b"beak", b"bead"))
+    assert load_parts(path) is None
