@@ -85,15 +85,39 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise XaikitError(f"{file} is not a readable safetensors checkpoint: {error}") from None
     if header.get("format") != FORMAT:
         raise XaikitError(f"{file} is not an xaikit IVPT checkpoint (format {header.get('format')!r}, expected {FORMAT})")
-    model = {key[len("model.") :]: value for key, value in tensors.items() if key.startswith("model.")}
-    optimizer = None
-    if "optimizer" in header:
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in tensors.items():
-            if key.startswith("optimizer."):
-                _, index, name = key.split(".", 2)
-                state.setdefault(int(index), {})[name] = value
-        optimizer = {"state": state, "param_groups": json.loads(header["optimizer"])}
-    scheduler = json.loads(header["scheduler"]) if "scheduler" in header else None
-    return Checkpoint(model=model, metadata=json.loads(header["metadata"]), optimizer=optimizer, scheduler=scheduler)
+    try:
+        metadata = _checked_metadata(json.loads(header["metadata"]))
+        model = {key[len("model.") :]: value for key, value in tensors.items() if key.startswith("model.")}
+        optimizer = None
+        if "optimizer" in header:
+            state: dict[int, dict[str, torch.Tensor]] = {}
+            for key, value in tensors.items():
+                if key.startswith("optimizer."):
+                    _, index, name = key.split(".", 2)
+                    state.setdefault(int(index), {})[name] = value
+            optimizer = {"state": state, "param_groups": json.loads(header["optimizer"])}
+        scheduler = json.loads(header["scheduler"]) if "scheduler" in header else None
+    except (KeyError, ValueError, TypeError) as error:
+        raise XaikitError(f"{file} is an IVPT checkpoint with missing or garbled metadata ({type(error).__name__}: {error}); train it again") from None
+    return Checkpoint(model=model, metadata=metadata, optimizer=optimizer, scheduler=scheduler)
 
+
+def _checked_metadata(metadata: Any) -> dict[str, Any]:
+    """``metadata`` if it holds what loading reads: ``epoch``, ``classes``, ``architecture`` and ``backbone``.
+
+    Raises:
+        ValueError: naming the first entry that is missing or of the wrong kind.
+    """
+    if not isinstance(metadata, dict):
+        raise ValueError("the metadata is not a JSON object")
+    epoch, classes, architecture = metadata.get("epoch"), metadata.get("classes"), metadata.get("architecture")
+    if isinstance(epoch, bool) or not isinstance(epoch, int):
+        raise ValueError("'epoch' is not an integer")
+    if not isinstance(classes, list) or not classes or not all(isinstance(name, str) for name in classes):
+        raise ValueError("'classes' is not a list of class names")
+    if not isinstance(architecture, dict) or not isinstance(architecture.get("prototypes"), list) or not architecture["prototypes"]:
+        raise ValueError("'architecture' does not list its prototype sets")
+    backbone = metadata.get("backbone")
+    if backbone is not None and not (isinstance(backbone, dict) and isinstance(backbone.get("name"), str) and isinstance(backbone.get("options", {}), dict)):
+        raise ValueError("'backbone' is not a name with options")
+    return metadata

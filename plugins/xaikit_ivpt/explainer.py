@@ -95,6 +95,7 @@ class IVPT(Explainer, Trainable):
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.PREDICTIONS, Capability.CONCEPT_MAPS, Capability.DIFFERENTIABLE})
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = PRESETS
     run_files: ClassVar[tuple[str, ...]] = (CHECKPOINT_FILE,)
+    concept_mode: ClassVar[str] = "class-agnostic"  # the concepts are shared by every class
 
     def __init__(
         self,
@@ -163,7 +164,8 @@ class IVPT(Explainer, Trainable):
         import xaikit
 
         if isinstance(backbone, Backbone):
-            self.backbone_spec = {"name": getattr(backbone, "name", type(backbone).__name__), "options": {}}
+            options = dict(getattr(backbone, "options", {}))  # a timm backbone's: a checkpoint rebuilds it by name
+            self.backbone_spec = {"name": getattr(backbone, "name", type(backbone).__name__), "options": options}
             return backbone
         if backbone is None and self.checkpoint is not None:
             spec = self.checkpoint.metadata.get("backbone") or {"name": DEFAULT_BACKBONE, "options": {}}
@@ -198,10 +200,10 @@ class IVPT(Explainer, Trainable):
                 f"'{self.backbone_spec['name']}'; leave --backbone out to use the checkpoint's own"
             )
         self.classes = list(metadata["classes"])
-        self.model = self._build(len(self.classes))
         try:
+            self.model = self._build(len(self.classes))
             self.model.load_state_dict(checkpoint.model)
-        except RuntimeError as error:
+        except (RuntimeError, TypeError, ValueError) as error:
             raise XaikitError(f"checkpoint {self.checkpoint_source} does not fit this model: {str(error).splitlines()[0]}") from None
         self.hierarchy = metadata.get("hierarchy")
 
