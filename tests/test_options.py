@@ -11,7 +11,8 @@ import xaikit
 
 from xaikit.cli.options import parse_options
 from xaikit.interfaces import Backbone
-from xaikit.options import OptionText, OptionTypeError, coerce_options
+from xaikit.errors import OptionTypeError
+from xaikit.options import OptionText, coerce_options
 
 
 class Factory:

@@ -29,6 +29,10 @@ class UnknownOptionError(XaikitError):
     """An option that the component's factory does not accept."""
 
 
+class OptionTypeError(XaikitError):
+    """An option value that cannot be read as the type its component declares (e.g. ``radius=abc``)."""
+
+
 class DuplicateComponentError(XaikitError):
     """Two plugins register the same kind and name, so the name is ambiguous."""
 

@@ -20,9 +20,9 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from xaikit.errors import XaikitError
+from xaikit.errors import OptionTypeError
 
-__all__ = ["OptionText", "OptionTypeError", "coerce_options"]
+__all__ = ["OptionText", "coerce_options"]
 
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
@@ -38,10 +38,6 @@ class OptionText(str):
             return json.loads(self)
         except json.JSONDecodeError:
             return str(self)
-
-
-class OptionTypeError(XaikitError):
-    """An option value that cannot be read as the type its component declares."""
 
 
 class _Refused(Exception):

@@ -83,7 +83,7 @@ def test_usage_errors_are_one_line_and_exit_2(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["data", "synth", "--out", "x", "--classes", "many"])
     assert exit_info.value.code == 2
-    assert "argument --classes: invalid int value: 'many'" in one_line(capsys.readouterr().err)
+    assert "argument --classes: 'many' is not a whole number" in one_line(capsys.readouterr().err)
 
 
 def test_unknown_segmenter_suggests_the_close_name():

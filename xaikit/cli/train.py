@@ -125,6 +125,8 @@ def train_config(args: argparse.Namespace, registry: Any) -> BenchConfig:
         if not registry.accepts("explainer", args.explainer, key):
             raise UnknownOptionError(f"explainer '{args.explainer}' takes no {key} (from --{flag.replace('_', '-')})")
         options.setdefault("explainer", {})[key] = value
+    if "explainer" in options:  # typed now, so that a preset's values and the flags compare as numbers
+        options["explainer"] = registry.coerce("explainer", args.explainer, options["explainer"])
     return BenchConfig(
         dataset=args.dataset, data_root=None if args.data_root is None else str(args.data_root), backbone=backbone,
         segmenter=args.segmenter, matcher=args.matcher, explainer=args.explainer, metrics=[], k=args.k,

@@ -254,7 +254,7 @@ def test_cli_bench_integrated_gradients_consistency(tiny_birds, tmp_path):
         ("gradcam", {"lr": -1.0}, "lr"),
         ("gradcam", {"weight_decay": -0.1}, "weight_decay"),
         ("gradcam", {"batch_size": 0}, "batch_size"),
-        ("integrated-gradients", {"normalize": "yes"}, "normalize"),
+        ("integrated-gradients", {"normalize": "maybe"}, "normalize"),
     ],
 )
 def test_bad_options_are_refused(name, options, message, demo_vit):
