@@ -155,6 +155,11 @@ class Explainer(ABC):
 
     kind: ClassVar[str] = "explainer"
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.PREDICTIONS})
+    concept_mode: ClassVar[str] = "class-specific"
+    """How the ``K`` channels of :meth:`concept_maps` relate to the ``C`` classes: ``"class-specific"``
+    (``K = C x P``, channel ``p`` belongs to class ``p // P``: ProtoPNet's prototypes, one attribution
+    map per class) or ``"class-agnostic"`` (concepts shared by every class: IVPT's and KLC's parts).
+    The consistency and stability metrics score in this mode unless given ``mode=``."""
 
     @abstractmethod
     def fit(self, dataset: Dataset) -> Explainer:

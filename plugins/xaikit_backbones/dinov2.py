@@ -32,10 +32,16 @@ def _transformers() -> Any:
     return transformers
 
 
+def _source(model: str) -> str:
+    """What ``from_pretrained`` is given: a local directory with ``~`` expanded, else the hub id."""
+    local = Path(model).expanduser()
+    return str(local) if local.exists() else model
+
+
 def _load(transformers: Any, model: str) -> torch.nn.Module:
     """``AutoModel.from_pretrained`` with one-sentence errors for missing weights and wrong models."""
     local = Path(model).expanduser()
-    source = str(local) if local.exists() else model
+    source = _source(model)
     try:
         config = transformers.AutoConfig.from_pretrained(source)
         if config.model_type not in MODEL_TYPES:
@@ -54,7 +60,7 @@ def _load(transformers: Any, model: str) -> torch.nn.Module:
 def _preprocessing(transformers: Any, model: str) -> Preprocess:
     """The model's own evaluation transform from its processor config, else DINOv2's default."""
     try:
-        processor = transformers.AutoImageProcessor.from_pretrained(model)
+        processor = transformers.AutoImageProcessor.from_pretrained(_source(model))
     except (OSError, ValueError):
         return DEFAULT_PREPROCESS
     size = getattr(processor, "size", None) or {}

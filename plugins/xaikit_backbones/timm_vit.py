@@ -87,6 +87,11 @@ class TimmBackbone(ViTBackbone):
         image_size: square input side; timm resamples the positional embeddings when loading.
         crop_pct: fraction of the resized shorter side kept by centre cropping.
         autocast: float16 autocast on CUDA.
+
+    Attributes:
+        options: the arguments besides ``device`` that rebuild this backbone with
+            ``xaikit.create("backbone", backbone.name, **backbone.options)``; IVPT records them in
+            its checkpoints, so that a checkpoint trained from Python loads by name.
     """
 
     def __init__(
@@ -120,6 +125,10 @@ class TimmBackbone(ViTBackbone):
             layers=layers,
             autocast=autocast,
         )
+        self.options: dict[str, Any] = {
+            "pretrained": pretrained, "weights": weights, "model_args": model_args, "layers": list(layers),
+            "resize": resize, "image_size": image_size, "crop_pct": crop_pct, "autocast": autocast,
+        }
 
     def tokens(self, pixels: torch.Tensor) -> Tokens:
         final, intermediates = self.model.forward_intermediates(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -133,6 +133,8 @@ class KLC(Explainer):
         cache: cache features (and, for segmenters with a fingerprint, prototype parts) on disk.
         progress: show progress bars while fitting.
     """
+
+    concept_mode: ClassVar[str] = "class-agnostic"  # one concept per part name of the segmenter's vocabulary, shared by every class
 
     def __init__(
         self,

@@ -374,10 +374,12 @@ class _Layout:
     """Which explainer channels are scored and how they form units, once the concept count is known.
 
     Attributes:
+        mode: ``"class-specific"`` or ``"class-agnostic"``, resolved from the explainer when not given.
         concepts: ``(S,)`` ``int64`` explainer channels scored.
         per_class: ``P`` in the class-specific mode, ``None`` in the class-agnostic one.
     """
 
+    mode: str
     concepts: torch.Tensor
     per_class: int | None
 
@@ -415,7 +417,7 @@ class _HuangMetric(Metric):
     def __init__(
         self,
         *,
-        mode: str,
+        mode: str | None,
         prototypes_per_class: int | None,
         concepts: list[int] | None,
         grid: int,
@@ -424,10 +426,10 @@ class _HuangMetric(Metric):
         device: str,
         **extra: Any,
     ) -> None:
-        if mode not in MODES:
+        if mode is not None and mode not in MODES:
             raise XaikitError(f"unknown mode {mode!r} for metric '{self.name}'; use class-specific or class-agnostic")
         if prototypes_per_class is not None:
-            if mode != "class-specific":
+            if mode == "class-agnostic":
                 raise XaikitError("option prototypes_per_class applies to the class-specific mode only")
             integer_option("prototypes_per_class", prototypes_per_class, 1)
         if concepts is not None:
@@ -463,9 +465,26 @@ class _HuangMetric(Metric):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{key}={value!r}' for key, value in self.options.items())})"
 
-    def _layout(self, channels: int, classes: int) -> _Layout:
+    def check(self, explainer: Explainer) -> None:
+        """Refuse an explainer without concept maps, or whose concept mode the options do not fit."""
+        super().check(explainer)
+        self._mode(explainer)
+
+    def _mode(self, explainer: Explainer) -> str:
+        """The ``mode`` option, or else the explainer's :attr:`~xaikit.Explainer.concept_mode`."""
+        mode = self.mode or explainer.concept_mode
+        if mode not in MODES:
+            raise XaikitError(f"explainer {type(explainer).__name__} declares the unknown concept_mode {mode!r}; use class-specific or class-agnostic")
+        if self.prototypes_per_class is not None and mode != "class-specific":
+            raise XaikitError(
+                f"option prototypes_per_class applies to the class-specific mode only, and {type(explainer).__name__}'s "
+                "concepts are class-agnostic; pass mode=class-specific to score them per class"
+            )
+        return mode
+
+    def _layout(self, mode: str, channels: int, classes: int) -> _Layout:
         """Resolve the scored channels and ``P`` from the explainer's ``channels`` and the dataset's ``classes``."""
-        if self.mode == "class-agnostic":
+        if mode == "class-agnostic":
             scored = channels
             per_class = None
         else:
@@ -486,7 +505,7 @@ class _HuangMetric(Metric):
         concepts = list(range(scored)) if self.concepts is None else self.concepts
         if max(concepts) >= scored:
             raise XaikitError(f"option concepts names channel {max(concepts)}, but only channels 0 to {scored - 1} can be scored")
-        return _Layout(torch.tensor(concepts, dtype=torch.int64), per_class)
+        return _Layout(mode, torch.tensor(concepts, dtype=torch.int64), per_class)
 
     def _scan(self, explainer: Explainer, dataset: Dataset, variants: Callable[[torch.Tensor], list[torch.Tensor]]) -> _Scan:
         """Part hits of every image of ``dataset`` for each input ``variants(images)`` gives, batch by batch."""
@@ -497,6 +516,7 @@ class _HuangMetric(Metric):
         if labels.min() < 0 or labels.max() >= classes:
             raise XaikitError(f"metric '{self.name}' needs every image labelled with one of the {classes} classes")
         device = resolve_device(self.device)
+        mode = self._mode(explainer)
         layout: _Layout | None = None
         hits, visible = [], []
         for start in range(0, len(labels), self.batch_size):
@@ -507,7 +527,7 @@ class _HuangMetric(Metric):
             for inputs in variants(images):
                 maps = checked_concept_maps(explainer, inputs).to(device)
                 if layout is None:
-                    layout = self._layout(maps.shape[1], classes)
+                    layout = self._layout(mode, maps.shape[1], classes)
                 boxes = peak_boxes(layout.select(maps, batch_labels), self.grid, self.half_size)
                 per_variant.append(part_hits(boxes, keypoints, batch_visible).cpu())
             hits.append(torch.stack(per_variant))
@@ -520,7 +540,7 @@ class _HuangMetric(Metric):
     ) -> dict[str, Any]:
         """The JSON details both metrics share, with one ``per_unit`` entry per unit extended by ``per_unit``."""
         return {
-            "mode": self.mode,
+            "mode": scan.layout.mode,
             "units": len(unit_class),
             "images": len(scan.labels),
             "classes": int(unit_class.unique().numel()),
@@ -545,7 +565,8 @@ class Consistency(_HuangMetric):
 
     Args:
         mode: ``"class-specific"`` (concept ``p`` belongs to class ``p // P``, scored on that class's
-            images; ProtoPNet) or ``"class-agnostic"`` (every concept scored in every class; IVPT).
+            images; ProtoPNet) or ``"class-agnostic"`` (every concept scored in every class; IVPT);
+            ``None``: the explainer's :attr:`~xaikit.Explainer.concept_mode`.
         prototypes_per_class: ``P`` in the class-specific mode; default ``K // C``, which must divide.
         concepts: the explainer channels to score (e.g. to leave out a background channel); default all.
         grid: side of the square evaluation frame (224 in the reference).
@@ -565,7 +586,7 @@ class Consistency(_HuangMetric):
     def __init__(
         self,
         *,
-        mode: str = "class-specific",
+        mode: str | None = None,
         prototypes_per_class: int | None = None,
         concepts: list[int] | None = None,
         grid: int = 224,
@@ -621,7 +642,7 @@ class Stability(_HuangMetric):
     def __init__(
         self,
         *,
-        mode: str = "class-specific",
+        mode: str | None = None,
         prototypes_per_class: int | None = None,
         concepts: list[int] | None = None,
         grid: int = 224,

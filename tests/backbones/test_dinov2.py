@@ -67,6 +67,13 @@ def test_preprocessing_comes_from_the_processor_config(tmp_path):
     assert features.patches.shape == (2, 6, 6, 32)  # positional embeddings interpolated
 
 
+def test_a_directory_given_with_a_tilde_reads_its_processor_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    save_tiny(tmp_path / "dinov2")
+    backbone = xaikit.create("backbone", "dinov2", model="~/dinov2", device="cpu")
+    assert backbone.preprocessing.size == (32, 32) and backbone.preprocessing.mean == (0.5, 0.5, 0.5)
+
+
 def test_without_a_processor_config_dinov2_defaults_apply(tmp_path):
     save_tiny(tmp_path, processor=False)
     backbone = xaikit.create("backbone", "dinov2", model=str(tmp_path), device="cpu")

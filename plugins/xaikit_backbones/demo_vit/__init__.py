@@ -44,4 +44,5 @@ class DemoViT(TimmBackbone):
             autocast=autocast,
         )
         self.name = "demo-vit"
+        self.options = {"layers": list(layers), "resize": resize, "image_size": image_size, "autocast": autocast}
 

@@ -99,6 +99,29 @@ def test_a_checkpoint_round_trips_to_identical_outputs(backbone, data, tmp_path)
     assert loaded.hierarchy == trained.hierarchy and loaded.architecture["prototypes"] == [5, 4, 3]
 
 
+def test_a_checkpoint_of_a_local_timm_backbone_built_in_python_loads_by_name(data, tmp_path):
+    """The backbone's options (weights file, input size) go into the checkpoint, so bench can rebuild it."""
+    import timm
+    from safetensors.torch import save_file
+
+    architecture = {"patch_size": 16, "embed_dim": 32, "depth": 3, "num_heads": 2, "reg_tokens": 4}
+    torch.manual_seed(0)
+    save_file(timm.create_model("vit_tiny_patch16_224", num_classes=0, **architecture).state_dict(), tmp_path / "vit.safetensors")
+    backbone = xaikit.create(
+        "backbone", "timm:vit_tiny_patch16_224", weights=str(tmp_path / "vit.safetensors"), model_args=architecture,
+        image_size=64, device="cpu",
+    )
+    train, test = data
+    trained = ivpt(backbone, epochs=1)
+    trained.train(train, tmp_path / "run")
+    recorded = load_checkpoint(tmp_path / "run").metadata["backbone"]
+    assert recorded["options"]["weights"] == str(tmp_path / "vit.safetensors") and recorded["options"]["image_size"] == 64
+    loaded = xaikit.create("explainer", "ivpt", checkpoint=str(tmp_path / "run"), device="cpu")
+    assert loaded.backbone.fingerprint == backbone.fingerprint and loaded.backbone.preprocessing == backbone.preprocessing
+    samples = list(test)
+    torch.testing.assert_close(trained.explain(samples).scores, loaded.explain(samples).scores, rtol=0, atol=0)
+
+
 def test_an_interrupted_training_resumes_to_the_uninterrupted_weights(backbone, data, tmp_path):
     train, _ = data
     options = {"epochs": 3, "augment": "reference"}

@@ -485,6 +485,27 @@ def test_class_specific_refuses_a_concept_count_that_is_not_a_multiple_of_the_cl
         Consistency(mode="class-agnostic", concepts=[0, 5], device="cpu")(explainer, birds())
 
 
+class SharedConceptsExplainer(MapsExplainer):
+    """Concepts shared by every class, as IVPT's and KLC's parts are."""
+
+    concept_mode = "class-agnostic"
+
+
+def test_the_mode_defaults_to_the_explainers_concept_mode():
+    """Two classes and two shared concepts: ``K = C`` also fits the class-specific layout, which must not be taken."""
+    shared = SharedConceptsExplainer(bright_and_flat)
+    for default, agnostic in ((Consistency(device="cpu"), Consistency(mode="class-agnostic", device="cpu")),
+                              (Stability(seed=0, device="cpu"), Stability(mode="class-agnostic", seed=0, device="cpu"))):
+        result = default(shared, birds())
+        assert (result.details["mode"], result.details["units"], result.details["options"]["mode"]) == ("class-agnostic", 4, None)
+        assert result.value == agnostic(shared, birds()).value
+    assert Consistency(device="cpu")(MapsExplainer(bright_and_flat), birds()).details["mode"] == "class-specific"
+    per_class = Consistency(prototypes_per_class=1)
+    per_class.check(MapsExplainer(bright_and_flat))
+    with pytest.raises(XaikitError, match="SharedConceptsExplainer's concepts are class-agnostic"):
+        per_class.check(shared)
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
