@@ -283,13 +283,27 @@ def test_existing_non_empty_directory_is_refused(tmp_path: pathlib.Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["birds"]
 
 
-def test_overwrite_replaces_a_non_empty_directory(tmp_path: pathlib.Path) -> None:
+def test_overwrite_replaces_a_synthetic_dataset(tmp_path: pathlib.Path) -> None:
     out = tmp_path / "birds"
-    out.mkdir()
-    (out / "keep.txt").write_text("old")
+    write_synthetic_birds(out, SynthConfig(classes=2, per_class=2, size=64))
     write_synthetic_birds(out, SynthConfig(classes=1, per_class=2, size=64), overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / "images.txt").is_file()
+    assert (out / "classes.txt").read_text().count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["birds"]
+
+
+@pytest.mark.parametrize("extra", ["thesis.tex", None])
+def test_overwrite_never_deletes_a_directory_it_did_not_write(tmp_path: pathlib.Path, extra: str | None) -> None:
+    out = tmp_path / "birds"
+    if extra is None:  # a user's folder that merely looks like a dataset
+        out.mkdir()
+        (out / "images.txt").write_text("mine")
+    else:  # a synthetic dataset the user has added a file to
+        write_synthetic_birds(out, SynthConfig(classes=1, per_class=2, size=64))
+        (out / extra).write_text("mine")
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    with pytest.raises(DatasetError, match="refusing to overwrite"):
+        write_synthetic_birds(out, SynthConfig(classes=1, per_class=2, size=64), overwrite=True)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
 
 
 def test_empty_existing_directory_is_filled(tmp_path: pathlib.Path) -> None:
@@ -333,8 +347,8 @@ def test_interrupted_write_leaves_nothing_behind(
 ) -> None:
     out = tmp_path / "birds"
     if existing:
-        out.mkdir()
-        (out / "keep.txt").write_text("old")
+        write_synthetic_birds(out, SynthConfig(classes=1, per_class=2, size=64))
+    before = sorted(p.relative_to(out) for p in out.rglob("*")) if existing else []
     real_write = synthetic._write_jpeg
     calls = []
 
@@ -349,4 +363,4 @@ def test_interrupted_write_leaves_nothing_behind(
         write_synthetic_birds(out, SynthConfig(classes=2, per_class=2, size=64), overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == (["birds"] if existing else [])
     if existing:
-        assert [p.name for p in out.iterdir()] == ["keep.txt"]
+        assert sorted(p.relative_to(out) for p in out.rglob("*")) == before

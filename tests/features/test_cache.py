@@ -506,6 +506,16 @@ def test_clear_one_namespace_or_everything(store: FeatureCache) -> None:
     store.clear()  # nothing there: no error
 
 
+def test_clear_deletes_only_cache_entries(store: FeatureCache) -> None:
+    store.save(NS, KEY, features())
+    (store.root / "notes.txt").parent.mkdir(parents=True, exist_ok=True)
+    (store.root / "notes.txt").write_text("mine")
+    (store.root / NS / "mine.txt").write_text("mine too")
+    store.clear()
+    assert store.load(NS, KEY) is None
+    assert (store.root / "notes.txt").read_text() == "mine" and (store.root / NS / "mine.txt").exists()
+
+
 def test_default_root_follows_the_cache_dir_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XAIKIT_CACHE_DIR", str(tmp_path / "xdg"))
     store = FeatureCache()

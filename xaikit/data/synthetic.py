@@ -257,13 +257,15 @@ def write_synthetic_birds(
     Args:
         out: Target directory; it may be absent or empty. Missing parents are created.
         config: Dataset parameters.
-        overwrite: Replace a non-empty ``out`` (only after the new dataset is complete).
+        overwrite: Replace a synthetic-birds dataset already at ``out`` (only after the new dataset is
+            complete); a directory holding anything else is refused.
 
     Returns:
         The absolute path of the written dataset.
 
     Raises:
-        DatasetError: If ``out`` is a file, or is a non-empty directory and ``overwrite`` is false.
+        DatasetError: If ``out`` is a file, or is a non-empty directory and ``overwrite`` is false, or
+            holds files the generator does not write.
     """
     target = pathlib.Path(os.path.abspath(out))
     _check_target(target, overwrite)
@@ -283,13 +285,34 @@ def write_synthetic_birds(
 # ----------------------------------------------------------------------------------------------- validation
 
 
+_WRITTEN = frozenset(
+    {"images", "part_masks", "segmentations", "parts", "images.txt", "classes.txt", "image_class_labels.txt",
+     "train_test_split.txt", "bounding_boxes.txt", "synthetic_birds.json"}
+)
+"""The top-level entries :func:`write_synthetic_birds` writes: the only ones ``overwrite`` may replace."""
+
+
 def _check_target(target: pathlib.Path, overwrite: bool) -> None:
-    """Raise :class:`DatasetError` if ``target`` cannot receive a dataset."""
+    """Raise :class:`DatasetError` if ``target`` cannot receive a dataset.
+
+    ``overwrite`` replaces only a synthetic-birds dataset (a directory with ``synthetic_birds.json``
+    and nothing else at its top level than what the generator writes): xaikit never deletes files it
+    did not write.
+    """
     if target.exists() and not target.is_dir():
         raise DatasetError(f"output path {target} exists and is not a directory")
-    if target.is_dir() and any(target.iterdir()) and not overwrite:
+    if not target.is_dir() or not any(target.iterdir()):
+        return
+    if not overwrite:
         raise DatasetError(
             f"output directory {target} already exists and is not empty; choose another one or overwrite it (overwrite=True, or --overwrite on the command line)"
+        )
+    foreign = sorted(entry.name for entry in target.iterdir() if entry.name not in _WRITTEN)
+    if foreign or not (target / "synthetic_birds.json").is_file():
+        what = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "") if foreign else "no synthetic_birds.json"
+        raise DatasetError(
+            f"refusing to overwrite {target}: it is not a synthetic-birds dataset written by xaikit ({what}); "
+            "--overwrite replaces only such a dataset, so choose another --out"
         )
 
 

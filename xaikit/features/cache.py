@@ -23,7 +23,6 @@ import logging
 import math
 import os
 import re
-import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,13 @@ _NAMESPACE = re.compile(r"[0-9A-Za-z]{1,128}")
 _KEY = re.compile(r"[0-9A-Za-z]{2,128}")
 
 _log = logging.getLogger(__name__)
+
+
+def _is_entry_file(name: str) -> bool:
+    """Whether ``name`` is a cache entry (``<key>.safetensors``) or a temporary file of one (``.<key>.<pid>.*.tmp``)."""
+    if name.endswith(_SUFFIX):
+        return bool(_KEY.fullmatch(name[: -len(_SUFFIX)]))
+    return name.startswith(".") and name.endswith(".tmp") and bool(_KEY.fullmatch(name[1:].partition(".")[0]))
 
 
 class _CorruptEntry(Exception):
@@ -269,14 +275,31 @@ class FeatureCache:
         return converted
 
     def clear(self, namespace: str | None = None) -> None:
-        """Delete every entry of ``namespace``, or with ``None`` the whole :attr:`root` directory.
+        """Delete every entry of ``namespace``, or with ``None`` of every namespace under :attr:`root`.
+
+        Only cache entries (``<namespace>/<xx>/<key>.safetensors`` and their temporary files) are
+        deleted, then the folders they leave empty: whatever else lives under :attr:`root` (the
+        user may point ``XAIKIT_CACHE_DIR`` at a shared folder) stays.
 
         Raises:
             ValueError: ``namespace`` is not a plain alphanumeric string.
         """
-        target = self.root if namespace is None else self._namespace_dir(namespace)
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(target)
+        folders = [self._namespace_dir(namespace)] if namespace is not None else [
+            path for path in (self.root.iterdir() if self.root.is_dir() else ()) if _NAMESPACE.fullmatch(path.name)
+        ]
+        for folder in folders:
+            for shard in folder.glob("*/") if folder.is_dir() else ():
+                for entry in shard.iterdir():
+                    if _is_entry_file(entry.name):
+                        with contextlib.suppress(FileNotFoundError):
+                            entry.unlink()
+                with contextlib.suppress(OSError):
+                    shard.rmdir()
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        if namespace is None:
+            with contextlib.suppress(OSError):
+                self.root.rmdir()
 
     def _namespace_dir(self, namespace: str) -> Path:
         """``<root>/<namespace>`` after checking that ``namespace`` is 1 to 128 ASCII letters or digits."""
