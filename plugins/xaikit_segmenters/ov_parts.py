@@ -32,8 +32,17 @@ from xaikit.backbones.device import resolve_device
 from xaikit.errors import DeviceError, WeightsUnavailableError, XaikitError
 from xaikit.interfaces import Segmenter
 from xaikit.types import PartMap, Sample
+from xaikit.validation import flag_option
 from xaikit_segmenters.clipseg import DEFAULT_THRESHOLD, planes_to_labels
-from xaikit_segmenters.external import checkpoint, config_file, file_digest, import_module, source_root, spec_digest
+from xaikit_segmenters.external import (
+    checkpoint,
+    config_file,
+    file_digest,
+    import_module,
+    source_root,
+    spec_digest,
+    weights_loader,
+)
 from xaikit_segmenters.vocabulary import object_part
 
 __all__ = ["DEFAULT_CONFIG", "OVPartsSegmenter", "object_classes", "oracle_input", "ov_parts_to_part_map", "shortest_edge_size"]
@@ -121,6 +130,8 @@ class OVPartsSegmenter(Segmenter):
         object_name: the oracle object, as the dataset's object classes name it.
         threshold: the background plane on the sigmoid scores (default 0.4, as ``clipseg``; OV-PARTS
             itself uses none, since its oracle object mask already excludes the background).
+        trust_pickle: let detectron2's checkpointer unpickle ``weights``; off by default, since a
+            pickle can run code (``.pth`` files are read with ``torch.load(weights_only=True)``).
         device: a CUDA device; anything else is refused.
 
     Raises:
@@ -137,10 +148,12 @@ class OVPartsSegmenter(Segmenter):
         weights: str | None = None,
         object_name: str = "bird",
         threshold: float = DEFAULT_THRESHOLD,
+        trust_pickle: bool = False,
         device: str = "cuda",
     ) -> None:
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold < 1:
             raise XaikitError(f"ov-parts threshold is a probability in [0, 1), got {threshold!r}")
+        self.trust_pickle = flag_option("ov-parts trust_pickle", trust_pickle)
         self.root = source_root(source, "baselines", "ov-parts", "https://github.com/OpenRobotLab/OV_PARTS")
         self.config = config_file(config, self.root, "ov-parts")
         self.weights = checkpoint(weights, "ov-parts", _CHECKPOINTS)
@@ -167,22 +180,22 @@ class OVPartsSegmenter(Segmenter):
         get_cfg = import_module("detectron2.config", "ov-parts", _INSTALL).get_cfg
         add_deeplab_config = import_module("detectron2.projects.deeplab", "ov-parts", _INSTALL).add_deeplab_config
         modeling = import_module("detectron2.modeling", "ov-parts", _INSTALL)
-        checkpointer = import_module("detectron2.checkpoint", "ov-parts", _INSTALL).DetectionCheckpointer
         baselines = import_module("baselines", "ov-parts", _INSTALL)  # registers the meta-architectures and datasets
         cfg = get_cfg()
         add_deeplab_config(cfg)
         baselines.add_mask_former_config(cfg)
         cfg.merge_from_file(str(self.config))
-        cfg.MODEL.WEIGHTS = str(self.weights)
+        cfg.MODEL.WEIGHTS = ""
         cfg.MODEL.DEVICE = str(self.device)
         cfg.freeze()
+        load = weights_loader(self.weights, "ov-parts", self.trust_pickle)  # refuses an unsafe file before building
         try:
             model = modeling.build_model(cfg)
         except OSError as error:
             raise WeightsUnavailableError(
                 f"OV-PARTS could not load a model it fetches from the hub ({error}); download it where there is network"
             ) from None
-        checkpointer(model).load(str(self.weights))
+        load(model)
         return cfg, model.eval()
 
     @property

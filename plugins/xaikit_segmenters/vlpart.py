@@ -30,8 +30,18 @@ import torch.nn.functional as F
 from xaikit.backbones.device import resolve_device
 from xaikit.errors import MissingDependencyError, WeightsUnavailableError, XaikitError
 from xaikit.interfaces import Segmenter
+from xaikit.quiet import captured
 from xaikit.types import PartMap, Sample
-from xaikit_segmenters.external import checkpoint, config_file, file_digest, import_module, source_root, spec_digest
+from xaikit.validation import flag_option, integer_option
+from xaikit_segmenters.external import (
+    checkpoint,
+    config_file,
+    file_digest,
+    import_module,
+    source_root,
+    spec_digest,
+    weights_loader,
+)
 from xaikit_segmenters.vocabulary import object_part, parse_vocabulary
 
 __all__ = [
@@ -207,6 +217,11 @@ class VLPartSegmenter(Segmenter):
         score_threshold: the detector's score threshold (``ROI_HEADS.SCORE_THRESH_TEST``), 0.7.
         mask_threshold: instances scoring below it are not painted (the reference's
             ``refine_masks_by_semantics`` cut, 0.55); it only matters below ``score_threshold``.
+        min_size_test: the shorter side images are resized to before the model
+            (``INPUT.MIN_SIZE_TEST``); default the config's (800). Masks come back at full size.
+        batch_size: images per forward pass (detectron2 models take a list of images).
+        trust_pickle: let detectron2's checkpointer unpickle ``weights`` (``.pkl`` files, or
+            ``.pth`` files holding Python objects); off by default, since a pickle can run code.
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
 
     Raises:
@@ -225,11 +240,17 @@ class VLPartSegmenter(Segmenter):
         objects: Sequence[str] = ("bird",),
         score_threshold: float = 0.7,
         mask_threshold: float = 0.55,
+        min_size_test: int | None = None,
+        batch_size: int = 4,
+        trust_pickle: bool = False,
         device: str = "auto",
     ) -> None:
         for name, value in (("score_threshold", score_threshold), ("mask_threshold", mask_threshold)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise XaikitError(f"vlpart {name} is a score in [0, 1], got {value!r}")
+        self.min_size_test = None if min_size_test is None else integer_option("vlpart min_size_test", min_size_test, 1)
+        self.batch_size = integer_option("vlpart batch_size", batch_size, 1)
+        self.trust_pickle = flag_option("vlpart trust_pickle", trust_pickle)
         parts = None if vocabulary == PASCAL_PART else parse_vocabulary(vocabulary, "vlpart")
         self.root = source_root(source, "vlpart", "vlpart", "https://github.com/facebookresearch/VLPart")
         self.config = config_file(config, self.root, "vlpart")
@@ -237,43 +258,81 @@ class VLPartSegmenter(Segmenter):
         self.score_threshold = float(score_threshold)
         self.mask_threshold = float(mask_threshold)
         self.device = resolve_device(device)
-        self.predictor = self._build_predictor()
-        if parts is None:
-            metadata = import_module("detectron2.data", "vlpart", _INSTALL).MetadataCatalog.get("pascal_part_val")
-            self._names = builtin_names(metadata.thing_classes, (objects,) if isinstance(objects, str) else tuple(objects))
-            if not self._names:
-                raise XaikitError(f"vlpart's Pascal-Part vocabulary has no parts of {', '.join(objects)}")
-            classifier = load_embeddings(self.root / BUILTIN_CLASSIFIER, len(metadata.thing_classes))
-        else:
-            self._names = dict(enumerate(parts, start=1))
-            if embeddings:
-                classifier = load_embeddings(Path(embeddings).expanduser(), len(parts))
+        with captured("vlpart: build"):
+            self.cfg, self.model = self._build()
+            if parts is None:
+                metadata = import_module("detectron2.data", "vlpart", _INSTALL).MetadataCatalog.get("pascal_part_val")
+                self._names = builtin_names(metadata.thing_classes, (objects,) if isinstance(objects, str) else tuple(objects))
+                if not self._names:
+                    raise XaikitError(f"vlpart's Pascal-Part vocabulary has no parts of {', '.join(objects)}")
+                classifier = load_embeddings(self.root / BUILTIN_CLASSIFIER, len(metadata.thing_classes))
             else:
-                classifier = open_clip_embeddings(clip_prompts(parts))
+                self._names = dict(enumerate(parts, start=1))
+                if embeddings:
+                    classifier = load_embeddings(Path(embeddings).expanduser(), len(parts))
+                else:
+                    classifier = open_clip_embeddings(clip_prompts(parts))
         self.vocabulary = tuple(self._names.values())
         self.classifier = classifier
-        install_classifier(self.predictor.model, classifier)
+        install_classifier(self.model, classifier)
         self._fingerprint: str | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(config={self.config.name!r}, weights={self.weights.name!r}, parts={len(self._names)})"
 
-    def _build_predictor(self) -> Any:
-        """detectron2's ``DefaultPredictor`` for the config, with the thresholds and absolute metadata paths."""
+    def _build(self) -> tuple[Any, torch.nn.Module]:
+        """The frozen config (thresholds, test size, absolute metadata paths) and the model with its weights, in eval mode.
+
+        The model is built with detectron2's ``build_model`` and its checkpoint loaded by
+        :func:`~xaikit_segmenters.external.weights_loader` (no unpickling unless ``trust_pickle``),
+        not by ``DefaultPredictor``, whose checkpointer unpickles.
+        """
         get_cfg = import_module("detectron2.config", "vlpart", _INSTALL).get_cfg
-        predictor_class = import_module("detectron2.engine.defaults", "vlpart", _INSTALL).DefaultPredictor
+        build_model = import_module("detectron2.modeling", "vlpart", _INSTALL).build_model
         vlpart = import_module("vlpart", "vlpart", _INSTALL)  # registers VLMRCNN, its heads and Pascal-Part's metadata
         cfg = get_cfg()
         vlpart.add_vlpart_config(cfg)
         cfg.merge_from_file(str(self.config))
-        cfg.MODEL.WEIGHTS = str(self.weights)
+        cfg.MODEL.WEIGHTS = ""
         cfg.MODEL.DEVICE = str(self.device)
         cfg.MODEL.TIMM.PRETRAINED = False  # the checkpoint holds the backbone; do not download ImageNet weights
         cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = self.score_threshold
         cfg.MODEL.RETINANET.SCORE_THRESH_TEST = self.score_threshold
+        if self.min_size_test is not None:
+            cfg.INPUT.MIN_SIZE_TEST = self.min_size_test
         absolute_metadata_paths(cfg, self.root)
         cfg.freeze()
-        return predictor_class(cfg)
+        load = weights_loader(self.weights, "vlpart", self.trust_pickle)  # refuses an unsafe file before building
+        model = build_model(cfg)
+        load(model)
+        return cfg, model.eval()
+
+    def model_inputs(self, image: np.ndarray) -> dict[str, Any]:
+        """What ``DefaultPredictor`` feeds the model for an RGB ``(H, W, 3)`` ``uint8`` image.
+
+        Returns:
+            ``image``: ``(3, h, w)`` float32 in the config's ``INPUT.FORMAT``, the shorter side
+            resized to ``INPUT.MIN_SIZE_TEST`` (longer side at most ``MAX_SIZE_TEST``);
+            ``height``/``width``: the original size, at which the model returns its masks.
+        """
+        transforms = import_module("detectron2.data.transforms", "vlpart", _INSTALL)
+        resize = transforms.ResizeShortestEdge([self.cfg.INPUT.MIN_SIZE_TEST] * 2, self.cfg.INPUT.MAX_SIZE_TEST)
+        ordered = image if self.cfg.INPUT.FORMAT == "RGB" else image[:, :, ::-1]
+        resized = resize.get_transform(ordered).apply_image(np.ascontiguousarray(ordered))
+        return {
+            "image": torch.as_tensor(resized.astype("float32").transpose(2, 0, 1)),
+            "height": image.shape[0],
+            "width": image.shape[1],
+        }
+
+    def instances(self, samples: Sequence[Sample]) -> list[Any]:
+        """VLPart's raw ``Instances`` per sample (on the CPU), ``batch_size`` images per forward pass."""
+        results = []
+        for start in range(0, len(samples), self.batch_size):
+            inputs = [self.model_inputs(sample.image) for sample in samples[start : start + self.batch_size]]
+            with captured("vlpart: inference", streams=False), torch.no_grad():
+                results.extend(output["instances"].to("cpu") for output in self.model(inputs))
+        return results
 
     @property
     def fingerprint(self) -> str:
@@ -283,14 +342,10 @@ class VLPartSegmenter(Segmenter):
                 "segmenter": "vlpart", "version": 1, "config": file_digest(self.config), "weights": file_digest(self.weights),
                 "classifier": hashlib.sha256(self.classifier.contiguous().numpy().tobytes()).hexdigest(),
                 "names": sorted(self._names.items()), "score_threshold": self.score_threshold,
-                "mask_threshold": self.mask_threshold,
+                "mask_threshold": self.mask_threshold, "min_size_test": self.cfg.INPUT.MIN_SIZE_TEST,
             })
         return self._fingerprint
 
     def segment(self, samples: Sequence[Sample]) -> list[PartMap]:
-        """One :class:`~xaikit.PartMap` per sample at full resolution; images go to VLPart as BGR."""
-        maps = []
-        for sample in samples:
-            instances = self.predictor(np.ascontiguousarray(sample.image[:, :, ::-1]))["instances"].to("cpu")
-            maps.append(instances_to_part_map(instances, self._names, self.mask_threshold))
-        return maps
+        """One :class:`~xaikit.PartMap` per sample at full resolution (see :func:`instances_to_part_map`)."""
+        return [instances_to_part_map(found, self._names, self.mask_threshold) for found in self.instances(samples)]

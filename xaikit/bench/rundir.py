@@ -31,6 +31,7 @@ from typing import Any
 
 from xaikit.errors import XaikitError
 from xaikit.io import write_json_atomically
+from xaikit.quiet import LOG_NAME
 
 __all__ = ["CONFIG", "ITEMS", "LOCK", "LOG", "SUMMARY", "RunDirectory"]
 
@@ -38,7 +39,7 @@ CONFIG = "config.json"
 ITEMS = "items.jsonl"
 SUMMARY = "summary.json"
 LOCK = ".xaikit.lock"
-LOG = "xaikit.log"
+LOG = LOG_NAME  # third-party output captured during the run (xaikit.quiet)
 RUN_FILES = (CONFIG, ITEMS, SUMMARY, LOCK, LOG)
 """Files every run may write; :meth:`RunDirectory.claim` adds a command's own (``metrics.json``, checkpoints)."""
 _TEMPORARY = re.compile(r"^\..+\.\d+\..+\.tmp$")  # left by xaikit.io's atomic writes when killed mid-write
@@ -250,7 +251,7 @@ class RunDirectory:
         self.items.update((int(record["index"]), record) for record in records)
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
-        """Write ``summary.json`` atomically."""
+        """Write ``summary.json`` atomically (strict JSON: a NaN is refused, never written)."""
         write_json_atomically(self.path / SUMMARY, dict(summary))
 
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from xaikit.cli import bench, data, explain, features, plugins, segment, train
 from xaikit.cli.console import ArgumentParser, print_error
 from xaikit.errors import XaikitError
+from xaikit.quiet import configure as configure_output
 
 __all__ = ["build_parser", "main"]
 
@@ -24,7 +25,7 @@ def build_parser() -> ArgumentParser:
         prog="xaikit",
         description="Explain vision-transformer image classifiers through semantic parts.",
     )
-    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors, and third-party output as it happens")
     parser.add_argument("--version", action="version", version=f"xaikit {_version()}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     plugins.add_commands(commands)
@@ -55,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_output(verbose=args.debug)  # else third-party output goes to a log (xaikit.quiet)
     try:
         return int(args.handler(args) or 0)
     except XaikitError as error:

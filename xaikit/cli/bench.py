@@ -14,6 +14,7 @@ from rich.table import Table
 from xaikit.bench import REFERENCE_SEED, BenchConfig, BenchResult, Progress, run_bench, split_options
 from xaikit.cli.console import add_debug, positive_int, stderr, stdout
 from xaikit.cli.options import parse_options
+from xaikit.quiet import log_to
 
 DEFAULT = BenchConfig()
 
@@ -122,7 +123,8 @@ def _table(result: BenchResult) -> Table:
     table.add_column("details")
     for metric in result.metrics:
         extra = ", ".join(f"{key} {value:.2f}" for key, value in metric.details.items() if isinstance(value, float))
-        table.add_row(metric.name, f"{metric.value:.2f}", "higher" if metric.higher_is_better else "lower", extra)
+        value = "—" if metric.value is None else f"{metric.value:.2f}"
+        table.add_row(metric.name, value, "higher" if metric.higher_is_better else "lower", extra)
     return table
 
 
@@ -133,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
     progress = _Bar() if stderr.is_terminal else _Lines()
     start = time.perf_counter()
     try:
-        result = run_bench(config, out, resume=args.resume, overwrite=args.overwrite, progress=progress)
+        with log_to(out):  # third-party output goes to <out>/third-party.log
+            result = run_bench(config, out, resume=args.resume, overwrite=args.overwrite, progress=progress)
     except KeyboardInterrupt:
         progress.finish()
         if (out / "config.json").exists():

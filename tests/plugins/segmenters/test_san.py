@@ -1,21 +1,18 @@
 """The san adapter: SAN's reordered vocabulary mapped back, "other" as background, clear refusals.
 
-SAN is not installed here; :func:`san_to_part_map` is tested on dicts shaped as SAN's
-``Predictor.predict`` returns them (``sem_seg`` ``(H, W)`` ids and the deduplicated, reordered
-``vocabulary``) and as its model returns them (``(C, H, W)`` scores). The build path runs where
-detectron2 and a SAN checkout are present (``XAIKIT_SAN_SOURCE`` and ``XAIKIT_SAN_WEIGHTS``).
+:func:`san_to_part_map` is tested here on dicts shaped as SAN's ``Predictor.predict`` returns them
+(``sem_seg`` ``(H, W)`` ids and the deduplicated, reordered ``vocabulary``) and as its model
+returns them (``(C, H, W)`` scores); the real model runs in the integration tier,
+tests/integration/test_san_real.py.
 """
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
 import torch
 
-import xaikit
-from xaikit.data.cub import CUBDataset
 from xaikit.errors import WeightsUnavailableError, XaikitError
 from xaikit_segmenters.san import SANSegmenter, san_to_part_map
 
@@ -54,16 +51,3 @@ def test_missing_source_and_checkpoint_and_bad_augment_are_one_sentence(tmp_path
     (tmp_path / "san.pth").write_bytes(b"")
     with pytest.raises(XaikitError, match="has no predict.py"):
         SANSegmenter(source=str(tmp_path), weights=str(tmp_path / "san.pth"), device="cpu")
-
-
-def test_build_and_segment_with_an_installed_san(cub_mini):
-    pytest.importorskip("detectron2", reason="detectron2 is not installed (SAN needs it)")
-    source, weights = os.environ.get("XAIKIT_SAN_SOURCE"), os.environ.get("XAIKIT_SAN_WEIGHTS")
-    if not source or not weights:
-        pytest.skip("set XAIKIT_SAN_SOURCE (a SAN checkout) and XAIKIT_SAN_WEIGHTS (san_vit_b_16.pth)")
-    segmenter = xaikit.create("segmenter", "san", source=source, weights=weights)
-    samples = [CUBDataset(cub_mini)[index] for index in (0, 1)]
-    maps = segmenter.segment(samples)
-    for part_map, sample in zip(maps, samples):
-        assert part_map.labels.shape == sample.size and set(part_map.present().tolist()) <= set(part_map.names)
-    assert all(torch.equal(a.labels, b.labels) for a, b in zip(maps, segmenter.segment(samples)))

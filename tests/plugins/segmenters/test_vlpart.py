@@ -1,15 +1,14 @@
 """The vlpart adapter: conversion of detectron2-style instances, classifier handling, clear refusals.
 
-VLPart itself (detectron2, a checkout, a checkpoint) is not installed here; the conversion code is
-tested on stand-ins with exactly the fields VLPart's ``Instances`` carry, and the build path runs
-only where detectron2 and a VLPart checkout are present (``XAIKIT_VLPART_SOURCE`` and
-``XAIKIT_VLPART_WEIGHTS``).
+The conversion code is tested here on stand-ins with exactly the fields VLPart's ``Instances``
+carry; the real model (detectron2 built from source, VLPart's checkout, a seeded checkpoint in the
+released format) runs in the integration tier, tests/integration/test_vlpart_real.py.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
+import pickle
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,8 +17,8 @@ import pytest
 import torch
 
 import xaikit
-from xaikit.data.cub import CUBDataset
 from xaikit.errors import MissingDependencyError, WeightsUnavailableError, XaikitError
+from xaikit_segmenters.external import UnsafeCheckpointError, read_weights, weights_loader
 from xaikit_segmenters.vlpart import (
     VLPartSegmenter,
     absolute_metadata_paths,
@@ -178,16 +177,52 @@ def test_without_detectron2_the_registry_says_how_to_install_vlpart():
     assert info.status == "unavailable" and info.error == message
 
 
-def test_build_and_segment_with_an_installed_vlpart(cub_mini):
-    pytest.importorskip("detectron2", reason="detectron2 is not installed (VLPart needs it built from source)")
-    source, weights = os.environ.get("XAIKIT_VLPART_SOURCE"), os.environ.get("XAIKIT_VLPART_WEIGHTS")
-    if not source or not weights:
-        pytest.skip("set XAIKIT_VLPART_SOURCE (a VLPart checkout) and XAIKIT_VLPART_WEIGHTS (r50_pascalpart.pth)")
-    segmenter = xaikit.create("segmenter", "vlpart", source=source, weights=weights)
-    assert segmenter.vocabulary == tuple(PASCAL_PART_BIRD.values())
-    samples = [CUBDataset(cub_mini)[index] for index in (0, 1)]
-    maps = segmenter.segment(samples)
-    for part_map, sample in zip(maps, samples):
-        assert part_map.labels.shape == sample.size and set(part_map.present().tolist()) <= set(PASCAL_PART_BIRD)
-    assert all(torch.equal(a.labels, b.labels) for a, b in zip(maps, segmenter.segment(samples)))
-    assert Path(segmenter.weights).name == Path(weights).name
+class _Marker:
+    """Unpickling this writes a file: what a malicious checkpoint would do."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.write_text, (self.path, "pwned"))
+
+
+@pytest.mark.parametrize("suffix", [".pkl", ".pth"])
+def test_checkpoints_that_need_unpickling_are_refused_unrun(tmp_path, suffix):
+    marker, weights = tmp_path / "marker", tmp_path / f"evil{suffix}"
+    if suffix == ".pkl":
+        weights.write_bytes(pickle.dumps({"model": _Marker(marker)}))
+    else:
+        torch.save({"model": {"w": torch.zeros(1)}, "payload": _Marker(marker)}, weights)
+    with pytest.raises(UnsafeCheckpointError) as error:
+        weights_loader(weights, "vlpart", trust_pickle=False)
+    assert str(weights) in str(error.value) and "trust_pickle=true" in str(error.value) and "\n" not in str(error.value)
+    assert error.value.exit_code == 2 and not marker.exists()
+
+
+def test_released_format_is_read_as_tensors_and_garbage_is_one_sentence(tmp_path):
+    weights = tmp_path / "model.pth"
+    torch.save({"model": {"a.weight": torch.ones(2, 3)}, "iteration": 7}, weights)
+    assert list(read_weights(weights, "vlpart")) == ["a.weight"]
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(XaikitError, match="cannot read .*garbage.pth as a PyTorch checkpoint"):
+        read_weights(garbage, "vlpart")
+    empty = tmp_path / "empty.pth"
+    torch.save({"model": {}}, empty)
+    with pytest.raises(XaikitError, match="holds no model tensors"):
+        read_weights(empty, "vlpart")
+
+
+def test_loaded_tensors_must_fit_the_model(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    weights = tmp_path / "model.pth"
+    torch.save({"model": {"weight": torch.full((2, 3), 5.0), "bias": torch.zeros(2)}}, weights)
+    weights_loader(weights, "vlpart", trust_pickle=False)(model)
+    assert torch.equal(model.weight, torch.full((2, 3), 5.0))
+    torch.save({"model": {"weight": torch.zeros(4, 3)}}, weights)
+    with pytest.raises(XaikitError, match=r"weight is \(4, 3\) in the checkpoint and \(2, 3\) in the model"):
+        weights_loader(weights, "vlpart", trust_pickle=False)(model)
+    torch.save({"model": {"other": torch.zeros(1)}}, weights)
+    with pytest.raises(XaikitError, match="shares no weight"):
+        weights_loader(weights, "vlpart", trust_pickle=False)(model)
