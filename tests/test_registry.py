@@ -140,6 +140,8 @@ def test_a_plugin_that_raises_on_import_is_isolated(plugin_dist, good_registry):
     assert plugins["broken"].distribution == "broken-plugin"
     assert plugins["good"].status == "ok"
     assert isinstance(registry.create("segmenter", "whole"), xaikit.Segmenter)
+    with pytest.raises(xaikit.UnknownComponentError, match=r"unknown segmenter 'slic-parts'.*plugin 'broken' failed to load and may provide it: .*boom at import"):
+        registry.create("segmenter", "slic-parts")
 
 
 def test_a_plugin_that_raises_while_registering_keeps_none_of_its_components(plugin_dist):

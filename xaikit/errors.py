@@ -41,6 +41,19 @@ class PluginError(XaikitError):
     """A plugin failed to import, to register, or to build the component it registered."""
 
 
+class PluginContractError(PluginError):
+    """A third-party component returned something its interface rules out (a part map of the wrong size, NaN scores)."""
+
+
+class PluginFailure(PluginError):
+    """A third-party plugin's own code raised an unexpected exception; the message names the plugin and the error.
+
+    Its exit code, 3, tells it apart from xaikit's refusals of bad input (2) and xaikit's own bugs (1).
+    """
+
+    exit_code: int = 3
+
+
 class MissingDependencyError(XaikitError):
     """An optional dependency that a component needs is not installed."""
 

@@ -10,13 +10,16 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
 from xaikit.errors import CapabilityError
 from xaikit.types import Explanation, Features, Match, MetricResult, PartMap, Sample
+
+if TYPE_CHECKING:
+    from xaikit.backbones.preprocess import Preprocess
 
 __all__ = [
     "Backbone",
@@ -122,9 +125,17 @@ class Segmenter(ABC):
 
 
 class Matcher(ABC):
-    """Pairs up two sets of descriptors."""
+    """Pairs up two sets of descriptors.
+
+    Attributes:
+        similarity: what :attr:`Match.similarity <xaikit.Match.similarity>` holds: ``"cosine"`` (the
+            default: the cosine similarity of the two paired rows, which KLC reports and its figures
+            show), or the name of another measure the matcher documents. The contract suite checks
+            the cosine values.
+    """
 
     kind: ClassVar[str] = "matcher"
+    similarity: ClassVar[str] = "cosine"
 
     @abstractmethod
     def match(self, query: torch.Tensor, candidates: torch.Tensor) -> Match:
@@ -173,6 +184,21 @@ class Explainer(ABC):
     def concept_names(self) -> Sequence[str] | None:
         """Names of the ``K`` concepts of :meth:`concept_maps`, or ``None``."""
         return None
+
+    @property
+    def preprocessing(self) -> Preprocess | None:
+        """How this explainer turns RGB images into its model input (size, resize, normalisation), or ``None``.
+
+        Metrics that perturb or re-render images (consistency, stability) read it to hand the
+        explainer an image already at its input size and to add noise in its normalised input
+        space. The default is the ``preprocessing`` of the explainer's ``backbone`` attribute when it
+        has one (every ViT backbone does), else ``None``: the explainer does not say, and such
+        metrics use their own frame and ImageNet normalisation.
+        """
+        from xaikit.backbones.preprocess import Preprocess
+
+        found = getattr(getattr(self, "backbone", None), "preprocessing", None)
+        return found if isinstance(found, Preprocess) else None
 
     def concept_maps(self, images: torch.Tensor) -> torch.Tensor:
         """Concept activations for RGB images ``(B, 3, H, W)`` float in ``[0, 1]``.

@@ -45,8 +45,8 @@ def _umask() -> int:
 
 
 def write_json_atomically(path: str | os.PathLike[str], value: Any) -> None:
-    """Write ``value`` as indented, key-sorted JSON (with a final newline) with :func:`write_bytes_atomically`."""
-    write_bytes_atomically(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+    """Write ``value`` as indented, key-sorted, strict JSON (no NaN or infinity) with :func:`write_bytes_atomically`."""
+    write_bytes_atomically(path, (json.dumps(value, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
 
 
 def write_png_atomically(path: str | os.PathLike[str], image: np.ndarray) -> None:

@@ -380,8 +380,11 @@ class Registry:
         return f"{entry.kind} '{entry.name}' needs {packages}, which {verb} not installed{hint}"
 
     # ---------------------------------------------------------------------------------- building
-    def resolve(self, kind: str, name: str) -> tuple[_Entry, str | None]:
+    def resolve(self, kind: str, name: str, *, check_dependencies: bool = True) -> tuple[_Entry, str | None]:
         """Find the registration behind ``name`` and split off a ``family:variant`` suffix.
+
+        With ``check_dependencies=False`` a component whose optional dependency is missing is
+        resolved too (``xaikit info`` documents it before it is installed).
 
         Raises:
             UnknownKindError: ``kind`` is not one of :data:`KINDS`.
@@ -400,11 +403,11 @@ class Registry:
         entry = entries[0]
         if entry.variant_arg is None and colon:
             raise UnknownComponentError(f"{kind} '{family}' takes no ':variant' suffix, got '{name}'")
-        if entry.variant_arg is not None and not variant:
+        if entry.variant_arg is not None and not variant and check_dependencies:
             raise UnknownComponentError(
                 f"{kind} '{family}' needs a variant: write '{family}:<{entry.variant_arg}>'"
             )
-        missing = _missing(entry.requires)
+        missing = _missing(entry.requires) if check_dependencies else []
         if missing:
             raise MissingDependencyError(self._missing_message(entry, missing))
         return entry, variant or None
@@ -420,7 +423,20 @@ class Registry:
                 hint = f"; known {kind}s: {', '.join(known)}"
             else:
                 hint = f"; no {kind}s are registered"
-        return f"unknown {kind} '{name}'{hint}"
+        return f"unknown {kind} '{name}'{hint}{self.broken_plugins_note()}"
+
+    def broken_plugins_note(self) -> str:
+        """``"; plugin 'x' failed to load and may provide it: <error> (see xaikit plugins)"``, or ``""``.
+
+        Ends every "unknown name" message, so that a component a broken plugin would have provided
+        does not vanish without a trace where the user looks.
+        """
+        broken = [info for info in self._plugins.values() if info.status == "error"]
+        if not broken:
+            return ""
+        first = broken[0]
+        more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
+        return f"; plugin '{first.name}'{more} failed to load and may provide it: {first.error} (see xaikit plugins)"
 
     def factory(self, kind: str, name: str) -> Callable[..., Any]:
         """Import and return the factory registered for ``kind``/``name`` (variant suffix ignored).
@@ -458,6 +474,7 @@ class Registry:
             UnknownComponentError: no such name.
             UnknownOptionError: an option the factory does not take, or a required one missing.
             OptionTypeError: a value that is not of the type the factory declares (see :mod:`xaikit.options`).
+            PluginFailure: a third-party factory raised an unexpected exception (see :mod:`xaikit.boundary`).
             DuplicateComponentError: two plugins register the name.
             MissingDependencyError: an optional dependency of the component is not installed.
             PluginError: the factory cannot be imported, or built something of the wrong kind.
@@ -468,16 +485,20 @@ class Registry:
         if entry.variant_arg is not None:
             options = {**options, entry.variant_arg: variant}
         _check_options(f"{kind} '{name}'", factory, options)
-        component = factory(**coerce_options(f"{kind} '{name}'", factory, options))
-        from xaikit import interfaces  # deferred: it imports torch, which listing must not
+        from xaikit import interfaces  # deferred: they import torch, which listing must not
+        from xaikit.boundary import Origin, blame, guard
 
+        plugin = self._plugins.get(entry.plugin)
+        origin = Origin(entry.plugin, entry.version, kind, name, builtin=plugin is not None and plugin.builtin)
+        with blame(origin, "factory"):
+            component = factory(**coerce_options(f"{kind} '{name}'", factory, options))
         interface = getattr(interfaces, _INTERFACES[kind])
         if not isinstance(component, interface):
             raise PluginError(
                 f"plugin '{entry.plugin}' built {kind} '{name}' as a {type(component).__name__}, "
                 f"which is not an xaikit.{interface.__name__}"
             )
-        return component
+        return guard(component, origin)
 
 
     def coerce(self, kind: str, name: str, options: dict[str, Any]) -> dict[str, Any]:

@@ -14,11 +14,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-
-from xaikit.interfaces import Dataset
+if TYPE_CHECKING:
+    from xaikit.interfaces import Dataset
 
 __all__ = ["Distributed", "TrainProgress", "Trainable"]
 
@@ -62,6 +61,7 @@ class Distributed:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
             return cls()
+        import torch
         import torch.distributed as dist
 
         if not dist.is_initialized():

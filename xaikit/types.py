@@ -266,12 +266,13 @@ class MetricResult:
 
     Attributes:
         name: the metric's registered name.
-        value: the headline number (e.g. consistency in percent).
+        value: the headline number (e.g. consistency in percent), finite; or ``None`` when it cannot
+            be computed, with the reason in ``details["reason"]``.
         higher_is_better: the direction in which ``value`` improves.
         details: per-unit detail and secondary numbers, JSON-serialisable.
     """
 
     name: str
-    value: float
+    value: float | None
     higher_is_better: bool
     details: Mapping[str, Any] = field(default_factory=dict)

@@ -18,6 +18,7 @@ import logging
 import pickle
 import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -27,6 +28,7 @@ import torch
 from xaikit.errors import MissingDependencyError, WeightsUnavailableError, XaikitError
 
 __all__ = [
+    "Setup",
     "UnsafeCheckpointError",
     "checkpoint",
     "config_file",
@@ -43,6 +45,31 @@ _log = logging.getLogger(__name__)
 
 class UnsafeCheckpointError(XaikitError):
     """A checkpoint that can only be read by unpickling it, which runs whatever code the file names."""
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a user-installed segmenter needs, shared by its adapter and ``xaikit doctor``.
+
+    Attributes:
+        segmenter: the registered name (``"vlpart"``).
+        package: the folder a checkout holds (``"vlpart"``), see :func:`source_root`.
+        clone: where the checkout comes from.
+        config: the default config, relative to the checkout.
+        download: where to get a checkpoint, for :func:`checkpoint`'s message.
+        files: other files the checkout must hold, relative to it (VLPart's built-in classifier).
+        modules: ``(module, pip install arguments)`` for each package the real code imports.
+        cuda: whether the real code runs only on CUDA.
+    """
+
+    segmenter: str
+    package: str
+    clone: str
+    config: str
+    download: str
+    files: tuple[str, ...] = ()
+    modules: tuple[tuple[str, str], ...] = ()
+    cuda: bool = False
 
 
 def source_root(path: str | None, package: str, segmenter: str, clone: str) -> Path:

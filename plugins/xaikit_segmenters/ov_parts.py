@@ -35,6 +35,7 @@ from xaikit.types import PartMap, Sample
 from xaikit.validation import flag_option
 from xaikit_segmenters.clipseg import DEFAULT_THRESHOLD, planes_to_labels
 from xaikit_segmenters.external import (
+    Setup,
     checkpoint,
     config_file,
     file_digest,
@@ -45,11 +46,19 @@ from xaikit_segmenters.external import (
 )
 from xaikit_segmenters.vocabulary import object_part
 
-__all__ = ["DEFAULT_CONFIG", "OVPartsSegmenter", "object_classes", "oracle_input", "ov_parts_to_part_map", "shortest_edge_size"]
+__all__ = ["DEFAULT_CONFIG", "SETUP", "OVPartsSegmenter", "object_classes", "oracle_input", "ov_parts_to_part_map", "shortest_edge_size"]
 
 DEFAULT_CONFIG = "configs/zero_shot/clipseg_voc.yaml"
 _INSTALL = "install detectron2 and OV-PARTS' requirements as docs/segmenters.md#ov-parts describes"
-_CHECKPOINTS = "a Pascal-Part-116 checkpoint (CLIPSeg or CATSeg) from the links in OV_PARTS' README.md"
+SETUP = Setup(
+    segmenter="ov-parts",
+    package="baselines",
+    clone="https://github.com/OpenRobotLab/OV_PARTS",
+    config=DEFAULT_CONFIG,
+    download="a Pascal-Part-116 checkpoint (CLIPSeg or CATSeg) from the links in OV_PARTS' README.md",
+    cuda=True,
+)
+"""OV-PARTS' checkout and checkpoint; its requirements are not listed here (it is not vendored, so untried)."""
 
 
 def object_classes(class_names: Sequence[str], object_name: str) -> list[int]:
@@ -154,9 +163,9 @@ class OVPartsSegmenter(Segmenter):
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold < 1:
             raise XaikitError(f"ov-parts threshold is a probability in [0, 1), got {threshold!r}")
         self.trust_pickle = flag_option("ov-parts trust_pickle", trust_pickle)
-        self.root = source_root(source, "baselines", "ov-parts", "https://github.com/OpenRobotLab/OV_PARTS")
-        self.config = config_file(config, self.root, "ov-parts")
-        self.weights = checkpoint(weights, "ov-parts", _CHECKPOINTS)
+        self.root = source_root(source, SETUP.package, SETUP.segmenter, SETUP.clone)
+        self.config = config_file(config, self.root, SETUP.segmenter)
+        self.weights = checkpoint(weights, SETUP.segmenter, SETUP.download)
         self.device = resolve_device(device)
         if self.device.type != "cuda":
             raise DeviceError(f"ov-parts runs only on CUDA (OV-PARTS' baselines hard-code it), not on '{device}'")

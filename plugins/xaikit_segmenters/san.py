@@ -40,6 +40,7 @@ from xaikit.quiet import captured
 from xaikit.types import PartMap, Sample
 from xaikit.validation import flag_option, integer_option
 from xaikit_segmenters.external import (
+    Setup,
     checkpoint,
     config_file,
     file_digest,
@@ -51,7 +52,7 @@ from xaikit_segmenters.external import (
 from xaikit_segmenters.san_compat import patched_san
 from xaikit_segmenters.vocabulary import BIRD_VOCABULARY, parse_vocabulary
 
-__all__ = ["AUGMENTATIONS", "DEFAULT_CONFIG", "SANSegmenter", "san_input", "san_to_part_map"]
+__all__ = ["AUGMENTATIONS", "DEFAULT_CONFIG", "SETUP", "SANSegmenter", "san_input", "san_to_part_map"]
 
 DEFAULT_CONFIG = "configs/san_clip_vit_res4_coco.yaml"
 AUGMENTATIONS = ("COCO-stuff", "COCO-all", "none")
@@ -61,6 +62,19 @@ the bird's parts), all COCO classes (``"bird"`` then takes part of the body), or
 SHORT_SIDE = 640
 """The short side SAN's ``Predictor`` resizes images to."""
 _INSTALL = "install detectron2 and SAN's requirements as docs/segmenters.md#san describes"
+SETUP = Setup(
+    segmenter="san",
+    package="san",
+    clone="https://github.com/MendelXu/SAN",
+    config=DEFAULT_CONFIG,
+    download="san_vit_b_16.pth from https://huggingface.co/Mendel192/san",
+    modules=(
+        ("open_clip", "pip install 'xaikit[open-clip]'"), ("wandb", "pip install wandb 'protobuf>=5'"),
+        ("ftfy", "pip install ftfy"), ("regex", "pip install regex"), ("scipy", "pip install scipy"),
+        ("huggingface_hub", "pip install huggingface_hub"), ("timm", "pip install 'timm>=1.0'"),
+    ),
+)
+"""SAN's checkout, checkpoint and the packages its code imports (``docs/segmenters.md#san``)."""
 
 
 def san_to_part_map(output: Mapping[str, Any], vocabulary: Sequence[str]) -> PartMap:
@@ -157,9 +171,9 @@ class SANSegmenter(Segmenter):
         self.min_size_test = integer_option("san min_size_test", min_size_test, 1)
         self.batch_size = integer_option("san batch_size", batch_size, 1)
         self.trust_pickle = flag_option("san trust_pickle", trust_pickle)
-        self.root = source_root(source, "san", "san", "https://github.com/MendelXu/SAN")
-        self.config = config_file(config, self.root, "san")
-        self.weights = checkpoint(weights, "san", "san_vit_b_16.pth from https://huggingface.co/Mendel192/san")
+        self.root = source_root(source, SETUP.package, SETUP.segmenter, SETUP.clone)
+        self.config = config_file(config, self.root, SETUP.segmenter)
+        self.weights = checkpoint(weights, SETUP.segmenter, SETUP.download)
         self.device = resolve_device(device)
         with captured("san: build"):
             predictor_class = predict_module(self.root).Predictor

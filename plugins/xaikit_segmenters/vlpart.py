@@ -34,6 +34,7 @@ from xaikit.quiet import captured
 from xaikit.types import PartMap, Sample
 from xaikit.validation import flag_option, integer_option
 from xaikit_segmenters.external import (
+    Setup,
     checkpoint,
     config_file,
     file_digest,
@@ -48,6 +49,7 @@ __all__ = [
     "BUILTIN_CLASSIFIER",
     "DEFAULT_CONFIG",
     "PASCAL_PART",
+    "SETUP",
     "InstancesLike",
     "VLPartSegmenter",
     "absolute_metadata_paths",
@@ -66,6 +68,20 @@ BUILTIN_CLASSIFIER = "datasets/metadata/pascal_part_clip_RN50_a+cname.npy"
 DEFAULT_CONFIG = "configs/pascal_part/r50_pascalpart.yaml"
 RELEASES = "https://github.com/PeizeSun/VLPart/releases/download/v0.1"
 _INSTALL = "install detectron2 and VLPart's requirements as docs/segmenters.md#vlpart describes"
+SETUP = Setup(
+    segmenter="vlpart",
+    package="vlpart",
+    clone="https://github.com/facebookresearch/VLPart",
+    config=DEFAULT_CONFIG,
+    download=f"{RELEASES}/r50_pascalpart.pth (or another model of VLPart's MODEL_ZOO.md)",
+    files=(BUILTIN_CLASSIFIER,),
+    modules=(
+        ("clip", "pip install clip-anytorch 'setuptools<80'"), ("lvis", "pip install lvis"), ("nltk", "pip install nltk"),
+        ("cv2", "pip install opencv-python-headless"), ("sklearn", "pip install scikit-learn"), ("ftfy", "pip install ftfy"),
+        ("regex", "pip install regex"), ("timm", "pip install 'timm>=1.0'"),
+    ),
+)
+"""VLPart's checkout, checkpoint and the packages its code imports (``docs/segmenters.md#vlpart``)."""
 
 
 class InstancesLike(Protocol):
@@ -252,9 +268,9 @@ class VLPartSegmenter(Segmenter):
         self.batch_size = integer_option("vlpart batch_size", batch_size, 1)
         self.trust_pickle = flag_option("vlpart trust_pickle", trust_pickle)
         parts = None if vocabulary == PASCAL_PART else parse_vocabulary(vocabulary, "vlpart")
-        self.root = source_root(source, "vlpart", "vlpart", "https://github.com/facebookresearch/VLPart")
-        self.config = config_file(config, self.root, "vlpart")
-        self.weights = checkpoint(weights, "vlpart", f"{RELEASES}/r50_pascalpart.pth (or another model of VLPart's MODEL_ZOO.md)")
+        self.root = source_root(source, SETUP.package, SETUP.segmenter, SETUP.clone)
+        self.config = config_file(config, self.root, SETUP.segmenter)
+        self.weights = checkpoint(weights, SETUP.segmenter, SETUP.download)
         self.score_threshold = float(score_threshold)
         self.mask_threshold = float(mask_threshold)
         self.device = resolve_device(device)

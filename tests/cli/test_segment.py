@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from xaikit.cli import main
-from xaikit.cli.segment import PALETTE, colourise, legend, overlay
+from xaikit.cli.segment_figure import PALETTE, colourise, legend, overlay
 from xaikit.types import PartMap
 
 HAS_DETECTRON2 = importlib.util.find_spec("detectron2") is not None

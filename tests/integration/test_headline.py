@@ -22,14 +22,9 @@ def xaikit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def vlpart_embeddings(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def vlpart_embeddings(seeded_helpers, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Random unit ``(9, 1024)`` text embeddings: every detection is a bird part, so maps and matches are not empty."""
-    import numpy as np
-
-    weight = np.random.default_rng(0).standard_normal((9, 1024)).astype("float32")
-    path = tmp_path_factory.mktemp("vocabulary") / "bird9.npy"
-    np.save(path, weight / np.linalg.norm(weight, axis=1, keepdims=True))
-    return path
+    return seeded_helpers.random_text_embeddings(tmp_path_factory.mktemp("vocabulary") / "bird9.npy", len(PARTS.split(",")))
 
 
 def run_headline(segmenter: str, options: list[str], cub_mini: Path, tmp_path: Path) -> None:

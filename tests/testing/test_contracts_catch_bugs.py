@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from xaikit.errors import CapabilityError
 from xaikit.interfaces import Backbone, Capability, Matcher, Metric
 from xaikit.testing import (
     BackboneContract,
@@ -57,6 +58,12 @@ class RelabellingSegmenter(ToySegmenter):
         if self.bug == "renamed":  # ids swap meaning with the batch size, though joint = False
             names = {1: "top", 2: "bottom"} if len(samples) > 1 else {1: "bottom", 2: "top"}
             return [PartMap(labels=m.labels, names=names) for m in maps]
+        if self.bug == "per-image":  # ids numbered per image (as found), though joint = False and a fingerprint is given
+            swapped = [sample.label % 2 for sample in samples]  # what the image shows decides the numbering
+            return [
+                PartMap(labels=(3 - m.labels).masked_fill(m.labels == 0, 0), names={1: "bottom", 2: "top"}) if swap else m
+                for m, swap in zip(maps, swapped, strict=True)
+            ]
         raise AssertionError(self.bug)
 
 
@@ -66,6 +73,7 @@ SEGMENTER_CHECKS = {
     "negative": lambda suite, segmenter, samples, maps: suite.test_zero_is_background_and_parts_are_positive(maps),
     "random": lambda suite, segmenter, samples, maps: suite.test_is_deterministic(segmenter, samples, maps),
     "renamed": lambda suite, segmenter, samples, maps: suite.test_label_ids_mean_the_same_part_in_every_call_unless_joint(segmenter, samples, maps),
+    "per-image": lambda suite, segmenter, samples, maps: suite.test_a_label_id_names_one_part_across_images_and_calls_unless_joint(segmenter, samples, maps),
 }
 
 
@@ -85,6 +93,28 @@ class BrokenMatcher(Matcher):
         query.div_(query.norm(dim=1, keepdim=True))
         rows = torch.arange(len(query))
         return Match(query=rows, candidate=torch.full_like(rows, len(candidates)), similarity=torch.ones(len(query)))
+
+
+class FlatteringMatcher(Matcher):
+    """Finds the right pairs but reports a made-up similarity of 1 for each."""
+
+    def match(self, query, candidates):
+        pairs = builtin_mnn().match(query, candidates)
+        return Match(query=pairs.query, candidate=pairs.candidate, similarity=torch.ones(len(pairs)))
+
+
+def builtin_mnn() -> Matcher:
+    """The built-in mnn matcher, whose similarities are the true cosines."""
+    import xaikit
+
+    return xaikit.create("matcher", "mnn")
+
+
+def test_matcher_contract_catches_made_up_similarities():
+    suite, matcher = MatcherContract(), FlatteringMatcher()
+    descriptors = suite.make_descriptors()
+    suite.test_similarities_are_what_the_matcher_declares(builtin_mnn(), descriptors, builtin_mnn().match(*descriptors))
+    fails(suite.test_similarities_are_what_the_matcher_declares, matcher, descriptors, matcher.match(*descriptors))
 
 
 def test_matcher_contract_catches_out_of_range_rows_in_place_edits_and_pairs_from_nothing():
@@ -123,9 +153,18 @@ class MisnamedExplainer(ToyExplainer):
         return super().concept_names[:-1]
 
 
+class ShuffledMapsExplainer(ToyExplainer):
+    """Returns concept maps in a fixed order of its own, not the batch's."""
+
+    def concept_maps(self, images):
+        maps = super().concept_maps(images)
+        return maps[torch.argsort(images.flatten(1).sum(dim=1))]
+
+
 @pytest.mark.parametrize(
     ("explainer", "check"),
     [
+        (ShuffledMapsExplainer(), "test_concept_maps_are_deterministic_and_in_batch_order"),
         (OverclaimingExplainer(), "test_forward_exactly_when_claimed_differentiable"),
         (UnclaimedMapsExplainer(), "test_concept_maps_exactly_when_claimed"),
         (MisnamedExplainer(), "test_concept_maps_exactly_when_claimed"),
@@ -154,6 +193,29 @@ class CarelessMetric(Metric):
 
     def evaluate(self, explainer, dataset):
         return MetricResult(name="something-else", value=1.0, higher_is_better=True)
+
+
+class UndeclaredMapsMetric(Metric):
+    """Reads concept maps but declares only predictions."""
+
+    name = "undeclared"
+
+    def evaluate(self, explainer, dataset):
+        maps = explainer.concept_maps(image_batch(list(dataset)))
+        return MetricResult(name=self.name, value=float(maps.mean()), higher_is_better=True)
+
+
+def test_metric_contract_offers_only_the_declared_capabilities():
+    class Suite(MetricContract):
+        def make_metric(self):
+            return UndeclaredMapsMetric()
+
+    suite = Suite()
+    dataset = suite.make_dataset()
+    explainer = suite.make_explainer(dataset.split("train"))
+    assert Capability.CONCEPT_MAPS not in explainer.capabilities
+    with pytest.raises(CapabilityError):
+        UndeclaredMapsMetric().evaluate(explainer, dataset)
 
 
 def test_metric_contract_catches_a_missing_refusal_and_a_wrong_name():

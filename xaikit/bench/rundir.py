@@ -250,6 +250,16 @@ class RunDirectory:
             os.fsync(file.fileno())
         self.items.update((int(record["index"]), record) for record in records)
 
+    def add_timing(self, block: Mapping[str, Any]) -> None:
+        """Append one session's wall times to ``config.json``'s ``timing`` list (a resumed run adds one per session).
+
+        Timings live here, not in ``summary.json``, so that a resumed run's summary equals an
+        uninterrupted one's.
+        """
+        config = json.loads((self.path / CONFIG).read_text())
+        config["timing"] = [*config.get("timing", []), dict(block)]
+        write_json_atomically(self.path / CONFIG, config)
+
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         """Write ``summary.json`` atomically (strict JSON: a NaN is refused, never written)."""
         write_json_atomically(self.path / SUMMARY, dict(summary))

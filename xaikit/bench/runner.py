@@ -8,8 +8,11 @@ read back, so a run that was interrupted and resumed gives the same summary as o
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,10 +20,11 @@ from typing import Any
 import torch
 
 from xaikit.bench.config import RESULT_KEYS, BenchConfig, environment, resolved_options
+from xaikit.bench.progress import Progress
 from xaikit.bench.rundir import RunDirectory
 from xaikit.bench.sampling import sample_indices
 from xaikit.data.subset import Subset
-from xaikit.errors import DatasetError, UnknownOptionError, XaikitError
+from xaikit.errors import DatasetError, PluginError, UnknownOptionError, XaikitError
 from xaikit.interfaces import Dataset, Explainer, Metric, PredictionMetric
 from xaikit.registry import Registry
 from xaikit.types import Explanation, MetricResult, Sample
@@ -28,22 +32,6 @@ from xaikit.types import Explanation, MetricResult, Sample
 __all__ = ["BenchResult", "Progress", "Run", "build_run", "run_bench"]
 
 _SHARED_KINDS = ("backbone", "segmenter", "matcher")
-
-
-class Progress:
-    """Receives progress events; the default ignores them (the CLI shows a bar or plain lines)."""
-
-    def stage(self, message: str) -> None:
-        """A step begins (building components, fitting, scoring)."""
-
-    def start(self, total: int, done: int) -> None:
-        """Explaining begins: ``total`` images, ``done`` of them already finished (resumed)."""
-
-    def advance(self, count: int) -> None:
-        """``count`` more images are finished."""
-
-    def finish(self) -> None:
-        """Explaining is over."""
 
 
 @dataclass
@@ -164,14 +152,21 @@ def _default_name(registry: Registry, explainer: str, kind: str) -> str | None:
     return parameter.default if parameter is not None and isinstance(parameter.default, str) else None
 
 
-def _record(index: int, sample: Sample, explanation: Explanation, row: int) -> dict[str, Any]:
-    """One ``items.jsonl`` line for an explained image."""
+def _record(index: int, sample: Sample, explanation: Explanation, row: int, classes: Sequence[str]) -> dict[str, Any]:
+    """One ``items.jsonl`` line for an explained image, with its class names and file, for a reader of the run."""
     prediction = int(explanation.predictions[row])
+
+    def name(label: int) -> str | None:
+        return str(classes[label]) if 0 <= label < len(classes) else None
+
     return {
         "index": index,
         "image_id": int(sample.image_id),
+        "path": None if sample.path is None else str(sample.path),
         "label": int(sample.label),
+        "class": name(int(sample.label)),
         "prediction": prediction,
+        "predicted_class": name(prediction),
         "correct": prediction == int(sample.label),
         "scores": [round(float(value), 6) for value in explanation.scores[row]],
         "details": explanation.details[row],
@@ -199,14 +194,20 @@ def _explain_missing(run: Run, directory: RunDirectory, indices: list[int], batc
         records = {index: item for index, item in decoded if isinstance(item, dict)}
         if samples:
             explanation = run.explainer.explain([sample for _, sample in samples])
-            records.update({index: _record(index, sample, explanation, row) for row, (index, sample) in enumerate(samples)})
+            classes = run.test.classes
+            records.update({index: _record(index, sample, explanation, row, classes) for row, (index, sample) in enumerate(samples)})
         directory.append([records[index] for index in chunk])
         progress.advance(len(chunk))
     progress.finish()
 
 
-def _summary(run: Run, directory: RunDirectory, indices: list[int], progress: Progress) -> tuple[dict[str, Any], list[MetricResult]]:
-    """Score the finished records (and, for other metrics, the explainer on the evaluated images)."""
+def _summary(
+    run: Run, directory: RunDirectory, indices: list[int], progress: Progress
+) -> tuple[dict[str, Any], list[MetricResult], list[PluginError]]:
+    """Score the finished records (and, for other metrics, the explainer on the evaluated images).
+
+    A metric whose plugin fails gets ``value: null`` with the reason; its error is returned with the results.
+    """
     records = [directory.items[index] for index in indices]
     done = [record for record in records if record.get("status") != "skipped"]
     skipped = [{"index": record["index"], "reason": record["reason"]} for record in records if record.get("status") == "skipped"]
@@ -214,20 +215,24 @@ def _summary(run: Run, directory: RunDirectory, indices: list[int], progress: Pr
         raise XaikitError(f"no test image could be evaluated ({len(skipped)} skipped); see {directory.path / 'items.jsonl'}")
     labels = torch.tensor([record["label"] for record in done], dtype=torch.int64)
     scores = torch.tensor([record["scores"] for record in done], dtype=torch.float32)
-    results = []
+    results, failures = [], []
     for metric in run.metrics:
         progress.stage(f"scoring {metric.name}")
-        if isinstance(metric, PredictionMetric):
-            results.append(metric.score(labels, scores))
-        else:
-            results.append(metric(run.explainer, Subset(run.test, [record["index"] for record in done])))
+        try:
+            if isinstance(metric, PredictionMetric):
+                results.append(metric.score(labels, scores))
+            else:
+                results.append(metric(run.explainer, Subset(run.test, [record["index"] for record in done])))
+        except PluginError as error:  # a plugin's metric failed: keep the others' results and every record
+            failures.append(error)
+            results.append(MetricResult(metric.name, None, metric.higher_is_better, {"reason": str(error)}))
     summary = {
         "images": len(indices),
         "evaluated": len(done),
         "skipped": skipped,
         "metrics": {result.name: {"value": result.value, "higher_is_better": result.higher_is_better, "details": dict(result.details)} for result in results},
     }
-    return summary, results
+    return summary, results, failures
 
 
 def run_bench(
@@ -258,26 +263,61 @@ def run_bench(
     from xaikit import get_registry
 
     config.validate()
+    if config.data_root is not None:
+        config = dataclasses.replace(config, data_root=os.path.expanduser(config.data_root))
     registry = registry or get_registry()
     progress = progress or Progress()
+    clock = _Clock()
     with RunDirectory.claim(out, resume=resume, overwrite=overwrite) as directory:
         progress.stage("building components")
         run = build_run(config, registry)
-        resolved = {
-            **{key: value for key, value in config.to_dict().items() if key not in ("options", "backbone", "segmenter", "matcher")},
-            "components": run.components,
-            "versions": {**environment(), "plugins": run.plugins},
-        }
         indices = sample_indices(len(run.test), config.limit, config.seed)
-        directory.start(resolved, same=RESULT_KEYS)
+        if config.limit is not None and config.limit > len(run.test):
+            progress.stage(f"--limit {config.limit} is more than the {len(run.test)} test images: evaluating all of them")
+        directory.start(_resolved(config, run), same=RESULT_KEYS)
         _check_records(directory, indices)
+        clock.lap("build")
         progress.stage(f"fitting {config.explainer} on {len(run.train)} training images")
         run.explainer.fit(run.train)
         directory.record()
+        clock.lap("fit")
+        explained = len(indices) - len(set(directory.items) & set(indices))
         _explain_missing(run, directory, indices, config.batch_size, config.strict, progress)
-        summary, results = _summary(run, directory, indices, progress)
+        clock.lap("explain")
+        summary, results, failures = _summary(run, directory, indices, progress)
         directory.write_summary(summary)
+        clock.lap("score")
+        directory.add_timing({**clock.laps, "images_explained": explained})
+    if failures:
+        raise type(failures[0])(
+            f"{failures[0]}; every explained image is kept in {directory.path / 'items.jsonl'} and summary.json "
+            "records the other metrics: fix or drop the metric, then --resume scores again without explaining"
+        ) from failures[0]
     return BenchResult(path=directory.path, summary=summary, metrics=results)
+
+
+def _resolved(config: BenchConfig, run: Run) -> dict[str, Any]:
+    """``config.json``: the configuration as run, with the explainer's ``k`` and the device resolved."""
+    from xaikit.backbones.device import resolve_device
+
+    record = {key: value for key, value in config.to_dict().items() if key not in ("options", "backbone", "segmenter", "matcher")}
+    record["k"] = run.components["explainer"]["options"].get("k", config.k)
+    record["device"], record["device_requested"] = str(resolve_device(config.device)), config.device
+    return {**record, "components": run.components, "versions": {**environment(), "plugins": run.plugins}}
+
+
+class _Clock:
+    """Wall seconds of the phases of one session of a run, for ``config.json``'s ``timing`` block."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.last = time.perf_counter()
+        self.laps: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started))}
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.laps[f"{phase}_s"] = round(now - self.last, 3)
+        self.last = now
 
 
 def _check_records(directory: RunDirectory, indices: list[int]) -> None:

@@ -1,4 +1,4 @@
-"""The ``xaikit`` command line: ``plugins``, ``list``, ``info``, ``data``, ``features``, ``bench``, ``explain``, ``segment``, ``train``.
+"""The ``xaikit`` command line: ``plugins``, ``list``, ``info``, ``data``, ``features``, ``bench``, ``explain``, ``segment``, ``doctor``, ``train``.
 
 Every command has ``--help``. Errors are one sentence on standard error and a non-zero exit code
 (2 for anything xaikit refuses, 1 for an unexpected internal error); ``--debug`` shows the traceback.
@@ -11,7 +11,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from xaikit.cli import bench, data, explain, features, plugins, segment, train
+from xaikit.cli import bench, data, doctor, explain, features, plugins, segment, train
 from xaikit.cli.console import ArgumentParser, print_error
 from xaikit.errors import XaikitError
 from xaikit.quiet import configure as configure_output
@@ -34,6 +34,7 @@ def build_parser() -> ArgumentParser:
     bench.add_commands(commands)
     explain.add_commands(commands)
     segment.add_commands(commands)
+    doctor.add_commands(commands)
     train.add_commands(commands)
     return parser
 

@@ -11,10 +11,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as RichProgress
 from rich.table import Table
 
-from xaikit.bench import REFERENCE_SEED, BenchConfig, BenchResult, Progress, run_bench, split_options
+from typing import TYPE_CHECKING
+
+from xaikit.bench.config import BenchConfig, split_options
+from xaikit.bench.progress import Progress
+from xaikit.bench.sampling import REFERENCE_SEED
 from xaikit.cli.console import add_debug, positive_int, stderr, stdout
 from xaikit.cli.options import parse_options
 from xaikit.quiet import log_to
+
+if TYPE_CHECKING:
+    from xaikit.bench.runner import BenchResult
 
 DEFAULT = BenchConfig()
 
@@ -130,6 +137,8 @@ def _table(result: BenchResult) -> Table:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print a results table; on Ctrl-C say how to resume."""
+    from xaikit.bench.runner import run_bench
+
     config = config_from(args)
     out = args.out or Path("runs") / f"{config.dataset}-{config.explainer}-{time.strftime('%Y%m%d-%H%M%S')}"
     progress = _Bar() if stderr.is_terminal else _Lines()

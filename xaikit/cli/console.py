@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import NoReturn
 
 from rich.console import Console
 from rich.markup import escape
 
-stdout = Console(highlight=False, soft_wrap=True)
+# A pipe gets 200 columns (or $COLUMNS), not rich's 80, so that results tables are not squeezed.
+stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

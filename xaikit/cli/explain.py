@@ -6,7 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 from rich.markup import escape
 
 from xaikit.cli.bench import add_component_arguments, config_from
@@ -31,6 +30,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def _query(image: str, dataset):
     """The sample to explain: a decoded file, or the dataset image with that id."""
+    import numpy as np
+
     from xaikit.data.cub import decode_image
     from xaikit.errors import XaikitError
     from xaikit.types import Sample

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import inspect
 import json
-from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
@@ -14,7 +12,8 @@ from rich.table import Table
 import xaikit
 from xaikit.cli.console import add_debug, stdout
 from xaikit.hookspecs import KINDS
-from xaikit.registry import ComponentInfo, keyword_options, normalise_kind
+from xaikit.introspect import describe_factory
+from xaikit.registry import ComponentInfo, normalise_kind
 
 _STATUS_STYLE = {"ok": "green", "error": "bold red", "unavailable": "yellow", "disabled": "dim"}
 
@@ -97,35 +96,28 @@ def run_list(args: argparse.Namespace) -> int:
         print(json.dumps([c.to_dict() for c in matching], indent=2))
         return 0
     if not matching:
-        stdout.print(f"no {kind}s match '{escape(args.pattern)}'")
+        note = xaikit.get_registry().broken_plugins_note()
+        stdout.print(f"no {kind}s match '{escape(args.pattern)}'{escape(note)}")
         return 0
     stdout.print(_components_table(matching, title=f"{kind}s"))
     return 0
 
 
-def _options(factory: Any) -> list[tuple[str, str]]:
-    """``(name, default)`` for each keyword option the factory takes."""
-    found = keyword_options(factory)
-    return [
-        (p.name, "required" if p.default is inspect.Parameter.empty else repr(p.default)) for p in (found[0] if found else [])
-    ]
-
-
 def run_info(args: argparse.Namespace) -> int:
-    """Print one component's summary, documentation and options."""
+    """Print one component's summary, documentation and options, without importing it (see :mod:`xaikit.introspect`)."""
     registry = xaikit.get_registry()
     kind = normalise_kind(args.kind)
-    registry.resolve(kind, args.name)
-    family = args.name.partition(":")[0]
-    info = next(c for c in registry.components(kind) if c.name == family)
-    factory = registry.factory(kind, args.name)
+    entry, _ = registry.resolve(kind, args.name, check_dependencies=False)
+    info = next(c for c in registry.components(kind) if c.name == entry.name and c.plugin == entry.plugin)
+    described = describe_factory(entry.factory, lambda: registry.factory(kind, args.name))
     stdout.print(f"[bold]{kind} {escape(args.name)}[/] - {escape(info.summary)}")
     stdout.print(f"plugin: {escape(info.plugin)} {info.version or ''}  status: {_status(info.status)}")
-    options = [option for option in _options(factory) if option[0] != info.variant_arg]
+    if info.error:
+        stdout.print(escape(info.error))
+    options = [option for option in described.options if option[0] != info.variant_arg]
     if options:
         stdout.print("options: " + ", ".join(f"{escape(name)}={escape(default)}" for name, default in options))
-    doc = inspect.getdoc(factory)
-    if doc:
+    if described.doc:
         stdout.print()
-        stdout.print(escape(doc))
+        stdout.print(escape(described.doc))
     return 0

@@ -123,6 +123,14 @@ class ExplainerContract(ComponentContract):
         names = explainer.concept_names
         assert names is not None and len(names) == maps.shape[1], "claiming concept maps means naming each of the K concepts"
 
+    def test_concept_maps_are_deterministic_and_in_batch_order(self, explainer: Explainer, images: torch.Tensor) -> None:
+        if Capability.CONCEPT_MAPS not in explainer.capabilities:
+            pytest.skip("the explainer has no concept maps")
+        with torch.no_grad():
+            maps, again, reversed_maps = explainer.concept_maps(images), explainer.concept_maps(images), explainer.concept_maps(images.flip(0))
+        torch.testing.assert_close(again, maps, msg="concept maps must not change between calls")
+        torch.testing.assert_close(reversed_maps, maps.flip(0), rtol=1e-4, atol=1e-5, msg="concept maps must follow the batch order")
+
     def test_forward_exactly_when_claimed_differentiable(self, explainer: Explainer, images: torch.Tensor, train: Dataset) -> None:
         if Capability.DIFFERENTIABLE not in explainer.capabilities:
             with pytest.raises(CapabilityError):

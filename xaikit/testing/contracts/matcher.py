@@ -6,6 +6,7 @@ from typing import ClassVar
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from xaikit.errors import XaikitError
 from xaikit.interfaces import Matcher
@@ -70,6 +71,13 @@ class MatcherContract(ComponentContract):
 
     def test_no_pair_is_repeated(self, match: Match) -> None:
         assert len(_pairs(match)) == len(match)
+
+    def test_similarities_are_what_the_matcher_declares(self, matcher: Matcher, descriptors: tuple[torch.Tensor, torch.Tensor], match: Match) -> None:
+        if matcher.similarity != "cosine":
+            pytest.skip(f"the matcher declares its own similarity measure, {matcher.similarity!r}")
+        query, candidates = descriptors
+        expected = F.cosine_similarity(query[match.query], candidates[match.candidate], dim=1)
+        torch.testing.assert_close(match.similarity.float(), expected, rtol=1e-4, atol=1e-5, msg="Match.similarity must be the cosine of each pair")
 
     def test_is_deterministic(self, matcher: Matcher, descriptors: tuple[torch.Tensor, torch.Tensor], match: Match) -> None:
         again = matcher.match(*descriptors)

@@ -41,8 +41,12 @@ class MetricContract(ComponentContract):
         return TinyDataset(per_class=6).split("test")
 
     def make_explainer(self, train: Dataset) -> Explainer:
-        """A fitted explainer with every capability the metric requires, fitted on ``train``."""
-        return ToyExplainer().fit(train)
+        """A fitted explainer with exactly the capabilities the metric declares (``requires``), fitted on ``train``.
+
+        Nothing more is offered, so a metric that uses a capability it does not declare (calls
+        ``concept_maps`` without requiring ``CONCEPT_MAPS``) fails here, not in a user's run.
+        """
+        return ToyExplainer(capabilities={Capability.PREDICTIONS, *self.make_metric().requires}).fit(train)
 
     @pytest.fixture(scope="class")
     @classmethod

@@ -100,6 +100,17 @@ class SegmenterContract(ComponentContract):
             shared = set(alone.names) & set(together.names)
             assert all(alone.names[label] == together.names[label] for label in shared), "a label id changed its part between calls"
 
+    def test_a_label_id_names_one_part_across_images_and_calls_unless_joint(
+        self, segmenter: Segmenter, samples: list[Sample], maps: list[PartMap]
+    ) -> None:
+        """KLC caches a non-joint segmenter's prototype parts by label id, so an id must always mean one part."""
+        if segmenter.joint:
+            pytest.skip("a joint segmenter's label ids hold within one call only")
+        seen: dict[int, str] = {}
+        for part_map in [*maps, *segmenter.segment(samples[::-1]), *(segmenter.segment([sample])[0] for sample in samples)]:
+            for label, name in part_map.names.items():
+                assert seen.setdefault(label, name) == name, f"label {label} names both {seen[label]!r} and {name!r}"
+
     def test_fingerprint_is_none_or_a_stable_string(self, segmenter: Segmenter) -> None:
         fingerprint = segmenter.fingerprint
         assert fingerprint is None or (isinstance(fingerprint, str) and fingerprint and fingerprint == segmenter.fingerprint)
