@@ -38,6 +38,11 @@ def _source(model: str) -> str:
     return str(local) if local.exists() else model
 
 
+def _looks_like_a_path(model: str) -> bool:
+    """Whether ``model`` names a folder rather than a hub id (``owner/name``): absolute, ``~``, ``.``, or deeper than two parts."""
+    return model.startswith(("/", "~", ".")) or model.count("/") > 1 or "\\" in model
+
+
 def _load(transformers: Any, model: str) -> torch.nn.Module:
     """``AutoModel.from_pretrained`` with one-sentence errors for missing weights and wrong models."""
     local = Path(model).expanduser()
@@ -50,6 +55,8 @@ def _load(transformers: Any, model: str) -> torch.nn.Module:
     except (OSError, ValueError) as error:
         if local.exists():
             raise XaikitError(f"{local} is not a transformers DINOv2 directory: {error}") from None
+        if _looks_like_a_path(model):
+            raise XaikitError(f"the DINOv2 model directory {local} does not exist; pass model= a directory written by save_pretrained, or a hub id") from None
         raise WeightsUnavailableError(
             f"cannot load DINOv2 '{model}': its weights are not on this machine and the model hub cannot be "
             f"reached; download it where there is network (huggingface-cli download {model} --local-dir DIR) "

@@ -100,6 +100,13 @@ def test_offline_without_weights_is_one_sentence(tmp_path, monkeypatch):
         xaikit.create("backbone", "dinov2", model="facebook/dinov2-small", device="cpu")
 
 
+@pytest.mark.parametrize("path", ["/data/models/dinov2-base", "~/models/dinov2-base", "./dinov2-base", "models/facebook/dinov2-base"])
+def test_a_missing_local_directory_is_named_not_sent_to_the_hub(path):
+    with pytest.raises(XaikitError, match=r"the DINOv2 model directory .* does not exist") as caught:
+        xaikit.create("backbone", "dinov2", model=path)
+    assert "huggingface-cli" not in str(caught.value)
+
+
 def test_a_directory_that_is_not_dinov2_is_refused(tmp_path):
     transformers.ViTModel(transformers.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)).save_pretrained(tmp_path)
     with pytest.raises(XaikitError, match="is a vit model, not DINOv2"):

@@ -48,15 +48,21 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     bench.set_defaults(handler=run)
 
 
-def add_component_arguments(parser: argparse.ArgumentParser, explainer: str = DEFAULT.explainer) -> None:
-    """The arguments that name a run's components and their options (shared with ``explain`` and ``train``)."""
+def add_component_arguments(parser: argparse.ArgumentParser, explainer: str = DEFAULT.explainer, *, parts: bool = True) -> None:
+    """The arguments that name a run's components and their options (shared with ``explain`` and ``train``).
+
+    ``parts=False`` leaves out ``--segmenter``, ``--matcher`` and ``--k``, which only part-matching
+    explainers (KLC) take: ``xaikit train`` trains explainers that take none of them.
+    """
     parser.add_argument("--dataset", default=DEFAULT.dataset, help=f"registered dataset (default {DEFAULT.dataset})")
     parser.add_argument("--data-root", type=Path, help="the dataset's root directory (required for cub)")
     parser.add_argument("--backbone", help="registered backbone (default: the explainer's, demo-vit for klc)")
-    parser.add_argument("--segmenter", help="registered segmenter (default: the explainer's, annotations for klc)")
-    parser.add_argument("--matcher", help="registered matcher (default: the explainer's, mnn for klc)")
+    if parts:
+        parser.add_argument("--segmenter", help="registered segmenter (default: the explainer's, annotations for klc)")
+        parser.add_argument("--matcher", help="registered matcher (default: the explainer's, mnn for klc)")
     parser.add_argument("--explainer", default=explainer, help=f"registered explainer (default {explainer})")
-    parser.add_argument("--k", type=positive_int, help="prototypes retrieved per query (klc: 3, the paper; the reference code used 5)")
+    if parts:
+        parser.add_argument("--k", type=positive_int, help="prototypes retrieved per query (klc: 3, the paper; the reference code used 5)")
     parser.add_argument("--device", default=DEFAULT.device, help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument(
         "--option", action="append", default=[], metavar="KIND.KEY=VALUE",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 from rich.console import Console
@@ -26,6 +27,13 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         print_error(f"{self.prog}: {message} (see '{self.prog} --help')")
         sys.exit(2)
+
+
+def make_parent(path: Path) -> None:
+    """Create the folder ``path`` will be written to, saying so when it did not exist (a typo shows at once)."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True)
+        stderr.print(f"[dim]created the folder {escape(str(path.parent))}[/]")
 
 
 def positive_int(text: str) -> int:

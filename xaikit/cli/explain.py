@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.markup import escape
 
 from xaikit.cli.bench import add_component_arguments, config_from
-from xaikit.cli.console import add_debug, stderr, stdout
+from xaikit.cli.console import add_debug, make_parent, stderr, stdout
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     explanation = run.explainer.explain([query])
     detail = explanation.details[0]
     figure = run.explainer.render(query, detail)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(args.out)
     write_png_atomically(args.out, figure)
     prediction = int(explanation.predictions[0])
     name = run.train.classes[prediction] if 0 <= prediction < len(run.train.classes) else str(prediction)

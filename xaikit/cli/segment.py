@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from xaikit.cli.console import add_debug, stdout
+from xaikit.cli.console import add_debug, make_parent, stdout
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     sample = Sample(image=decode_image(args.image, exif_transpose=True), path=args.image)
     segmenter = xaikit.get_registry().build("segmenter", args.segmenter, offer={"device": args.device}, **options)
     (part_map,) = segmenter.segment([sample])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(args.out)
     write_png_atomically(args.out, overlay(sample.image, part_map))
     names = [part_map.names.get(label, f"label {label}") for label in part_map.present().tolist()]
     found = f"{len(names)} part(s): {', '.join(names)}" if names else "no parts found"

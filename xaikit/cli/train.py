@@ -43,7 +43,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "evaluate the result with: xaikit bench --explainer ivpt --option checkpoint=OUT. Data-parallel: "
         "torchrun --nproc_per_node N -m xaikit train ...",
     )
-    add_component_arguments(train, explainer="ivpt")
+    add_component_arguments(train, explainer="ivpt", parts=False)
     train.add_argument("--epochs", type=int, help="training epochs (default: the explainer's or the preset's)")
     train.add_argument("--batch-size", type=positive_int, help="images per optimiser step over all processes (the explainer's train_batch_size)")
     train.add_argument("--seed", type=int, help="training seed (default: the explainer's)")
@@ -129,7 +129,7 @@ def train_config(args: argparse.Namespace, registry: Any) -> BenchConfig:
         options["explainer"] = registry.coerce("explainer", args.explainer, options["explainer"])
     return BenchConfig(
         dataset=args.dataset, data_root=None if args.data_root is None else str(args.data_root), backbone=backbone,
-        segmenter=args.segmenter, matcher=args.matcher, explainer=args.explainer, metrics=[], k=args.k,
+        explainer=args.explainer, metrics=[],
         device=args.device, options={kind: value for kind, value in options.items() if value},
     )
 
