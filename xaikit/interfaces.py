@@ -280,6 +280,14 @@ class PredictionMetric(Metric):
     def score(self, labels: torch.Tensor, scores: torch.Tensor) -> MetricResult:
         """Score predictions: true classes ``(N,)`` ``int64`` and class scores ``(N, C)`` (higher = more likely)."""
 
+    def per_image(self, labels: torch.Tensor, scores: torch.Tensor) -> torch.Tensor | None:
+        """Each image's share of the value, ``(N,)`` float, whose mean is :meth:`score`'s value; ``None`` if the metric is no mean.
+
+        Optional: with it, ``xaikit bench``'s bootstrap interval is one vectorised resampling instead
+        of one :meth:`score` call per resample.
+        """
+        return None
+
     def evaluate(self, explainer: Explainer, dataset: Dataset, batch_size: int = 32) -> MetricResult:
         """Explain ``dataset`` in batches of ``batch_size`` and :meth:`score` the class scores."""
         scores = []

@@ -39,6 +39,10 @@ class Accuracy(PredictionMetric):
         if not self.top or min(self.top) < 1:
             raise XaikitError(f"accuracy needs top-k values of at least 1, got {list(top)}")
 
+    def per_image(self, labels: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """100 for each image whose class is within the headline top ``k``, else 0, ``(N,)`` float64."""
+        return 100.0 * top_k_correct(labels, scores, self.top[0]).double()
+
     def score(self, labels: torch.Tensor, scores: torch.Tensor) -> MetricResult:
         """Percent of images whose class is the top prediction (and within the top ``k`` for each ``k``)."""
         if labels.numel() == 0:

@@ -40,6 +40,8 @@ class BenchConfig:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, for every component that takes one.
         batch_size: images per explainer call.
         strict: stop at the first image that cannot be decoded instead of skipping it.
+        bootstrap: resamples of the 95 % bootstrap interval of each prediction metric (seeded with
+            ``seed``); 0 leaves intervals out.
         options: per-kind keyword options: ``{"backbone": {"image_size": 224}, "metric.consistency": {...}}``.
     """
 
@@ -56,6 +58,7 @@ class BenchConfig:
     device: str = "auto"
     batch_size: int = 32
     strict: bool = False
+    bootstrap: int = 1000
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -69,6 +72,7 @@ class BenchConfig:
             if value is not None:
                 integer_option(name, value, 1)
         integer_option("batch_size", self.batch_size, 1)
+        integer_option("bootstrap", self.bootstrap, 0)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise XaikitError(f"seed must be an integer, got {self.seed!r}")
         if not self.metrics or not all(isinstance(name, str) and name for name in self.metrics):

@@ -23,6 +23,7 @@ from xaikit.bench.config import RESULT_KEYS, BenchConfig, environment, resolved_
 from xaikit.bench.progress import Progress
 from xaikit.bench.rundir import RunDirectory
 from xaikit.bench.sampling import sample_indices
+from xaikit.bench.uncertainty import bootstrap_interval
 from xaikit.data.subset import Subset
 from xaikit.errors import DatasetError, PluginError, UnknownOptionError, XaikitError
 from xaikit.interfaces import Dataset, Explainer, Metric, PredictionMetric
@@ -202,11 +203,13 @@ def _explain_missing(run: Run, directory: RunDirectory, indices: list[int], batc
 
 
 def _summary(
-    run: Run, directory: RunDirectory, indices: list[int], progress: Progress
+    run: Run, directory: RunDirectory, indices: list[int], progress: Progress, *, bootstrap: int, seed: int
 ) -> tuple[dict[str, Any], list[MetricResult], list[PluginError]]:
     """Score the finished records (and, for other metrics, the explainer on the evaluated images).
 
-    A metric whose plugin fails gets ``value: null`` with the reason; its error is returned with the results.
+    Prediction metrics get a seeded bootstrap ``interval`` (:mod:`xaikit.bench.uncertainty`) of
+    ``bootstrap`` resamples. A metric whose plugin fails gets ``value: null`` with the reason; its
+    error is returned with the results.
     """
     records = [directory.items[index] for index in indices]
     done = [record for record in records if record.get("status") != "skipped"]
@@ -215,12 +218,14 @@ def _summary(
         raise XaikitError(f"no test image could be evaluated ({len(skipped)} skipped); see {directory.path / 'items.jsonl'}")
     labels = torch.tensor([record["label"] for record in done], dtype=torch.int64)
     scores = torch.tensor([record["scores"] for record in done], dtype=torch.float32)
-    results, failures = [], []
+    results, failures, intervals = [], [], {}
     for metric in run.metrics:
         progress.stage(f"scoring {metric.name}")
         try:
             if isinstance(metric, PredictionMetric):
                 results.append(metric.score(labels, scores))
+                if bootstrap:
+                    intervals[metric.name] = bootstrap_interval(metric, labels, scores, resamples=bootstrap, seed=seed)
             else:
                 results.append(metric(run.explainer, Subset(run.test, [record["index"] for record in done])))
         except PluginError as error:  # a plugin's metric failed: keep the others' results and every record
@@ -230,7 +235,13 @@ def _summary(
         "images": len(indices),
         "evaluated": len(done),
         "skipped": skipped,
-        "metrics": {result.name: {"value": result.value, "higher_is_better": result.higher_is_better, "details": dict(result.details)} for result in results},
+        "metrics": {
+            result.name: {
+                "value": result.value, "higher_is_better": result.higher_is_better, "details": dict(result.details),
+                **({"interval": intervals[result.name]} if result.name in intervals else {}),
+            }
+            for result in results
+        },
     }
     return summary, results, failures
 
@@ -284,7 +295,7 @@ def run_bench(
         explained = len(indices) - len(set(directory.items) & set(indices))
         _explain_missing(run, directory, indices, config.batch_size, config.strict, progress)
         clock.lap("explain")
-        summary, results, failures = _summary(run, directory, indices, progress)
+        summary, results, failures = _summary(run, directory, indices, progress, bootstrap=config.bootstrap, seed=config.seed)
         directory.write_summary(summary)
         clock.lap("score")
         directory.add_timing({**clock.laps, "images_explained": explained})

@@ -44,6 +44,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("--resume", action="store_true", help="continue the run in --out, skipping finished images")
     bench.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     bench.add_argument("--strict", action="store_true", help="stop at an image that cannot be decoded instead of skipping it")
+    bench.add_argument(
+        "--bootstrap", type=int, default=DEFAULT.bootstrap, metavar="N",
+        help=f"resamples of each prediction metric's 95%% bootstrap interval, seeded with --seed; 0 for none (default {DEFAULT.bootstrap})",
+    )
     add_debug(bench)
     bench.set_defaults(handler=run)
 
@@ -124,6 +128,7 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         backbone=args.backbone, segmenter=args.segmenter, matcher=args.matcher, explainer=args.explainer,
         metrics=metrics, k=args.k, limit=getattr(args, "limit", None), seed=getattr(args, "seed", DEFAULT.seed),
         device=args.device, batch_size=getattr(args, "batch_size", DEFAULT.batch_size), strict=getattr(args, "strict", False),
+        bootstrap=getattr(args, "bootstrap", DEFAULT.bootstrap),
         options=split_options(parse_options(args.option), metrics),
     )
 
@@ -132,12 +137,15 @@ def _table(result: BenchResult) -> Table:
     table = Table(title=f"{escape(str(result.path))}: {result.summary['evaluated']} of {result.summary['images']} images")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    table.add_column("95% interval", justify="right")
     table.add_column("better")
     table.add_column("details")
     for metric in result.metrics:
         extra = ", ".join(f"{key} {value:.2f}" for key, value in metric.details.items() if isinstance(value, float))
         value = "—" if metric.value is None else f"{metric.value:.2f}"
-        table.add_row(metric.name, value, "higher" if metric.higher_is_better else "lower", extra)
+        interval = result.summary["metrics"][metric.name].get("interval") or {}
+        shown = f"{interval['low']:.2f} – {interval['high']:.2f}" if interval.get("low") is not None else ""
+        table.add_row(metric.name, value, shown, "higher" if metric.higher_is_better else "lower", extra)
     return table
 
 
