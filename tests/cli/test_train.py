@@ -89,3 +89,28 @@ def test_the_reference_preset_names_the_papers_recipe(monkeypatch):
     assert config.options["dataset"] == {"crop_to_bbox": False}
     assert config.options["explainer"]["train_batch_size"] == 16 and config.options["explainer"]["augment"] == "reference"
     assert config.options["explainer"]["epochs"] == 2, "an explicit option overrides the preset"
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_the_training_bar_keeps_its_count_and_eta_on_one_line(width, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from xaikit.cli import train
+
+    console = Console(file=io.StringIO(), width=width, force_terminal=True, color_system=None)
+    monkeypatch.setattr(train, "stderr", console)
+    bar = train._Bar()
+    bar.start(epochs=12, steps=40, first_epoch=0)
+    terms = {"total": 4.08, "ce": 1.2, "background": 0.98, "consistency": 0.56, "entropy": 0.94, "equivariance": 0.07, "orthogonality": 0.1, "tv": 0.21}
+    for _ in range(3):
+        bar.step(terms)
+    bar.epoch(0, terms)
+    bar.step(terms)
+    probe = Console(file=io.StringIO(), width=width, record=True, color_system=None)
+    probe.print(bar.bar.get_renderable())
+    text = probe.export_text().rstrip("\n")
+    bar.finish()
+    assert "\n" not in text, f"the bar wraps at {width} columns: {text!r}"
+    assert "epoch 2/12" in text and "1/40" in text and "loss 4.080" in text, text

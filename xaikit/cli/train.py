@@ -56,27 +56,29 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 class _Bar(TrainProgress):
-    """A rich bar per run with the latest loss terms beside it."""
+    """A rich bar over each epoch's steps (count, elapsed, ETA, latest total loss); each epoch's mean terms as a line."""
 
     def __init__(self) -> None:
+        # Count, ETA and the total loss fit in 80 columns; every loss term is printed once per epoch instead.
         self.bar = RichProgress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-            TextColumn("{task.fields[terms]}"), console=stderr, transient=True,
+            TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+            TextColumn("loss {task.fields[loss]}"), console=stderr, transient=True,
         )
         self.task = None
-        self.epochs = 0
+        self.epochs = self.steps = 0
 
     def start(self, epochs: int, steps: int, first_epoch: int) -> None:
-        self.epochs = epochs
+        self.epochs, self.steps = epochs, steps
         self.bar.start()
-        self.task = self.bar.add_task(f"epoch {first_epoch + 1}/{epochs}", total=(epochs - first_epoch) * steps, terms="")
+        self.task = self.bar.add_task(f"epoch {first_epoch + 1}/{epochs}", total=steps, loss="-")
 
     def step(self, terms: Mapping[str, float]) -> None:
-        self.bar.update(self.task, advance=1, terms=_terms(terms))
+        self.bar.update(self.task, advance=1, loss=f"{terms.get('total', float('nan')):.3f}")
 
     def epoch(self, epoch: int, means: Mapping[str, float]) -> None:
         self.bar.console.print(f"epoch {epoch + 1}/{self.epochs}: {_terms(means)}")
-        self.bar.update(self.task, description=f"epoch {min(epoch + 2, self.epochs)}/{self.epochs}")
+        if epoch + 1 < self.epochs:  # the bar counts the steps of one epoch, so its ETA is the epoch's
+            self.bar.reset(self.task, total=self.steps, description=f"epoch {epoch + 2}/{self.epochs}", loss="-")
 
     def finish(self) -> None:
         self.bar.stop()
