@@ -45,6 +45,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     bench.add_argument("--strict", action="store_true", help="stop at an image that cannot be decoded instead of skipping it")
     bench.add_argument(
+        "--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+        help="run every combination: a setting (k, segmenter, explainer, limit, ...) or an option key (label_agreement, "
+        "dataset.crop_to_bbox) with its values, repeatable; one run per combination under --out",
+    )
+    bench.add_argument("--grid-file", type=Path, metavar="FILE", help="a TOML experiment file whose [grid] table lists the values of each setting")
+    bench.add_argument(
         "--bootstrap", type=int, default=DEFAULT.bootstrap, metavar="N",
         help=f"resamples of each prediction metric's 95%% bootstrap interval, seeded with --seed; 0 for none (default {DEFAULT.bootstrap})",
     )
@@ -150,8 +156,11 @@ def _table(result: BenchResult) -> Table:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the benchmark and print a results table; on Ctrl-C say how to resume."""
+    """Run the benchmark (or a grid of them) and print a results table; on Ctrl-C say how to resume."""
     from xaikit.bench.runner import run_bench
+
+    if args.grid or args.grid_file:
+        return _run_grid(args)
 
     config = config_from(args)
     out = args.out or Path("runs") / f"{config.dataset}-{config.explainer}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -172,3 +181,43 @@ def run(args: argparse.Namespace) -> int:
         + (f"; {skipped} image(s) skipped, see items.jsonl" if skipped else "")
     )
     return 0
+
+
+def _run_grid(args: argparse.Namespace) -> int:
+    """Every combination of ``--grid`` values as its own resumable run under ``--out``, then one table of them all."""
+    from xaikit.bench.grid import default_parent, expand, parse_axis, read_grid_file, start_grid
+    from xaikit.bench.runner import run_bench
+
+    base = config_from(args)
+    axes = [parse_axis(text) for text in args.grid] + (read_grid_file(args.grid_file) if args.grid_file else [])
+    runs = expand(base, axes)
+    for _, config in runs:
+        config.validate()
+    parent = args.out or default_parent(base, time.strftime("%Y%m%d-%H%M%S"))
+    start_grid(parent, axes, [name for name, _ in runs], resume=args.resume, overwrite=args.overwrite)
+    table = Table(title=f"{escape(str(parent))}: {len(runs)} runs")
+    table.add_column("run")
+    for metric in base.metrics:
+        table.add_column(metric, justify="right")
+    progress = _Bar() if stderr.is_terminal else _Lines()
+    for number, (name, config) in enumerate(runs, start=1):
+        progress.stage(f"run {number}/{len(runs)}: {name}")
+        try:
+            with log_to(parent / name):
+                result = run_bench(config, parent / name, resume=args.resume, overwrite=args.overwrite, progress=progress)
+        except KeyboardInterrupt:
+            progress.finish()
+            stderr.print(f"finished runs are saved in {escape(str(parent))}; continue with the same command and --resume")
+            raise
+        table.add_row(escape(name), *(_value_with_interval(result.summary["metrics"][metric]) for metric in base.metrics))
+    stdout.print(table)
+    stdout.print(f"wrote {len(runs)} runs and grid.json under {escape(str(parent))}")
+    return 0
+
+
+def _value_with_interval(entry: dict) -> str:
+    """``98.00 (96.00 – 99.51)``, or the value alone, or ``—``."""
+    if entry["value"] is None:
+        return "—"
+    interval = entry.get("interval") or {}
+    return f"{entry['value']:.2f}" + (f" ({interval['low']:.2f} – {interval['high']:.2f})" if interval.get("low") is not None else "")
