@@ -176,8 +176,20 @@ def test_a_raising_metric_is_blamed_and_the_records_stay(third_party, tiny_birds
 
 def test_builtins_are_guarded_too_and_their_violations_are_xaikits_bugs(monkeypatch):
     segmenter = xaikit.create("segmenter", "annotations")
-    assert getattr(segmenter.segment, "__xaikit_guarded__", False)
-    monkeypatch.setattr(type(segmenter), "segment", lambda self, samples: [])
-    rebuilt = xaikit.create("segmenter", "annotations")
+    from xaikit_segmenters.annotations import AnnotationSegmenter
+
+    assert type(segmenter).__name__ == "AnnotationSegmenter" and isinstance(segmenter, AnnotationSegmenter)
+    monkeypatch.setattr(AnnotationSegmenter, "segment", lambda self, samples: [])
     with pytest.raises(RuntimeError, match="plugin 'xaikit-segmenters'.*returned 0 part maps for 1 images"):
-        rebuilt.segment(tiny_samples(1))
+        segmenter.segment(tiny_samples(1))
+
+
+def test_a_copy_of_a_guarded_component_is_guarded_and_itself(third_party):
+    import copy
+
+    segmenter = third_party.create("segmenter", "half-size", half=False)
+    clone = copy.copy(segmenter)
+    clone.unnamed = True  # the copy's own state is what its guarded method sees
+    assert len(segmenter.segment(tiny_samples(1))) == 1
+    with pytest.raises(PluginContractError, match="used label 7"):
+        clone.segment(tiny_samples(1))

@@ -1,7 +1,7 @@
 """The host-plugin boundary: check what components return, and blame the plugin when its code fails.
 
-:meth:`xaikit.Registry.create` passes every component it builds through :func:`guard`, which wraps
-the component's interface methods on the instance (its type is unchanged):
+:meth:`xaikit.Registry.create` passes every component it builds through :func:`guard`, which gives it
+checked interface methods through a subclass of its own class (``isinstance`` still holds):
 
 - **Output checks.** What ``segment``, ``match``, ``explain``, ``concept_maps``, ``evaluate`` and
   ``score`` return is checked against the rules below (shapes, dtypes, ranges, finite values,
@@ -20,9 +20,9 @@ contract suites of :mod:`xaikit.testing` assert the same rules. They cost one pa
 
 from __future__ import annotations
 
-import functools
 import json
 import math
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -207,28 +207,54 @@ def _each_part_map(maps: Any, samples: Sequence[Sample]) -> str:
     return ""
 
 
+_ORIGIN = "_xaikit_origin"
+_GUARDED: dict[type, type] = {}
+
+
 def guard(component: Any, origin: Origin) -> Any:
-    """Wrap ``component``'s interface methods on the instance with output checks and blame; return it."""
-    for method, check in _CHECKS.get(origin.kind, {}).items():
-        bound = getattr(component, method, None)
-        if callable(bound) and not getattr(bound, "__xaikit_guarded__", False):
-            object.__setattr__(component, method, _guarded(bound, method, check, origin))
+    """Give ``component`` the checked, blamed interface methods of :data:`_CHECKS`; return it.
+
+    The component's class becomes a subclass of its own (same name, module and docstring) whose
+    methods call the original through ``super()`` and check what it returns, so ``isinstance`` still
+    holds, copies stay guarded, and patches of the original class take effect. A component whose class
+    cannot be changed (``__slots__``, a C type) is returned unguarded.
+    """
+    checks = _CHECKS.get(origin.kind)
+    if not checks:
+        return component
+    cls = type(component)
+    base = cls.__mro__[1] if getattr(cls, "__xaikit_guarded__", False) else cls
+    try:
+        object.__setattr__(component, _ORIGIN, origin)
+        component.__class__ = _GUARDED.get(base) or _GUARDED.setdefault(base, _guarded_class(base, checks))
+    except (TypeError, AttributeError):  # slots or a built-in type: leave it as it is
+        return component
     return component
 
 
-def _guarded(method: Callable[..., Any], name: str, check: Callable[..., str], origin: Origin) -> Callable[..., Any]:
-    @functools.wraps(method)
-    def call(*args: Any, **kwargs: Any) -> Any:
+def _guarded_class(base: type, checks: dict[str, Callable[..., str]]) -> type:
+    namespace: dict[str, Any] = {"__xaikit_guarded__": True, "__module__": base.__module__, "__qualname__": base.__qualname__, "__doc__": base.__doc__}
+    guarded = types.new_class(base.__name__, (base,), {}, lambda body: body.update(namespace))
+    for name, check in checks.items():
+        if callable(getattr(base, name, None)):
+            setattr(guarded, name, _guarded_method(guarded, name, check))
+    return guarded
+
+
+def _guarded_method(guarded: type, name: str, check: Callable[..., str]) -> Callable[..., Any]:
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        origin: Origin = getattr(self, _ORIGIN)
         with blame(origin, name):
-            result = method(*args, **kwargs)
+            result = getattr(super(guarded, self), name)(*args, **kwargs)
         problem = check(result, args, kwargs)
         if problem:
             message = f"{origin} broke the {origin.kind} contract in {name}(): it {problem}"
             raise RuntimeError(message) if origin.builtin else PluginContractError(message)  # a built-in's is xaikit's bug
         return result
 
-    call.__xaikit_guarded__ = True  # type: ignore[attr-defined]
-    return call
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = getattr(getattr(guarded.__mro__[1], name, None), "__doc__", None)
+    return method
 
 
 class blame:  # noqa: N801 - used as a context manager, like contextlib's
