@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from xaikit.data.parts import CUB_PART_NAMES
     from xaikit.data.synthetic import SynthConfig, write_synthetic_birds
     from xaikit.bench import BenchConfig, BenchResult, run_bench
+    from xaikit.compare.frame import load_runs
     from xaikit.data.subset import Subset
     from xaikit.training import Distributed, Trainable, TrainProgress
     from xaikit.interfaces import Backbone, Capability, Dataset, Explainer, Matcher, Metric, PredictionMetric, Segmenter
@@ -73,6 +74,7 @@ _LAZY = {
     "BenchConfig": "xaikit.bench",
     "BenchResult": "xaikit.bench",
     "run_bench": "xaikit.bench",
+    "load_runs": "xaikit.compare.frame",
     "Trainable": "xaikit.training",
     "TrainProgress": "xaikit.training",
     "Distributed": "xaikit.training",
@@ -196,6 +198,7 @@ __all__ = [
     "hookimpl",
     "list_components",
     "list_plugins",
+    "load_runs",
     "register_plugin",
     "run_bench",
     "unregister_plugin",

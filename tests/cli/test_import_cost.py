@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "torchvision", "numpy", "PIL", "transformers", "timm", "open_clip", "detectron2")
+HEAVY = ("torch", "torchvision", "numpy", "PIL", "transformers", "timm", "open_clip", "detectron2", "pandas", "matplotlib")
 
 
 @pytest.mark.parametrize(
@@ -17,6 +17,7 @@ HEAVY = ("torch", "torchvision", "numpy", "PIL", "transformers", "timm", "open_c
         ["plugins"], ["plugins", "--json"], ["list", "segmenters"], ["list", "explainers", "k*"],
         ["info", "explainer", "klc"], ["info", "segmenter", "vlpart"], ["info", "metric", "consistency"], ["info", "backbone", "timm"],
         ["--help"], ["bench", "--help"], ["train", "--help"], ["explain", "--help"], ["segment", "--help"], ["features", "--help"], ["data", "check", "--help"],
+        ["compare", "--help"],
     ],
 )
 def test_the_command_imports_no_heavy_library(argv):

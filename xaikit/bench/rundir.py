@@ -33,7 +33,7 @@ from xaikit.errors import XaikitError
 from xaikit.io import write_json_atomically
 from xaikit.quiet import LOG_NAME
 
-__all__ = ["CONFIG", "ITEMS", "LOCK", "LOG", "SUMMARY", "RunDirectory"]
+__all__ = ["CONFIG", "ITEMS", "LOCK", "LOG", "SUMMARY", "TEMPORARY", "RunDirectory", "record_problem"]
 
 CONFIG = "config.json"
 ITEMS = "items.jsonl"
@@ -42,7 +42,8 @@ LOCK = ".xaikit.lock"
 LOG = LOG_NAME  # third-party output captured during the run (xaikit.quiet)
 RUN_FILES = (CONFIG, ITEMS, SUMMARY, LOCK, LOG)
 """Files every run may write; :meth:`RunDirectory.claim` adds a command's own (``metrics.json``, checkpoints)."""
-_TEMPORARY = re.compile(r"^\..+\.\d+\..+\.tmp$")  # left by xaikit.io's atomic writes when killed mid-write
+TEMPORARY = re.compile(r"^\..+\.\d+\..+\.tmp$")
+"""Names of the temporary files xaikit.io's atomic writes leave when killed mid-write."""
 
 
 class RunDirectory:
@@ -139,7 +140,7 @@ class RunDirectory:
 
     def _is_owned(self, name: str) -> bool:
         """Whether a run wrote ``name``: any of :attr:`owned` in a run, only the lock and log elsewhere."""
-        if _TEMPORARY.match(name) or name in (LOCK, LOG):
+        if TEMPORARY.match(name) or name in (LOCK, LOG):
             return True
         return self._started and name in self.owned
 
@@ -230,7 +231,7 @@ class RunDirectory:
                 record = json.loads(line)
             except ValueError:
                 record = None
-            problem = _record_problem(record)
+            problem = record_problem(record)
             if problem:
                 raise XaikitError(f"cannot resume {self.path}: {ITEMS} line {number} {problem}; remove that line or start again with --overwrite")
             items[record["index"]] = record
@@ -265,8 +266,8 @@ class RunDirectory:
         write_json_atomically(self.path / SUMMARY, dict(summary))
 
 
-def _record_problem(record: Any) -> str:
-    """Why ``record`` is not an ``items.jsonl`` record, or ``""`` when it is one."""
+def record_problem(record: Any) -> str:
+    """Why ``record`` is not an ``items.jsonl`` record xaikit writes, or ``""`` when it is one."""
     if not isinstance(record, dict):
         return "is not a JSON object"
     index = record.get("index")

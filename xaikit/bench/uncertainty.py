@@ -18,7 +18,7 @@ import torch
 from xaikit.errors import XaikitError
 from xaikit.interfaces import PredictionMetric
 
-__all__ = ["LEVEL", "bootstrap_interval"]
+__all__ = ["LEVEL", "bootstrap_interval", "mean_interval"]
 
 LEVEL = 0.95
 """The confidence level of every interval."""
@@ -38,16 +38,36 @@ def bootstrap_interval(metric: PredictionMetric, labels: torch.Tensor, scores: t
         ``{"level", "low", "high", "method", "resamples", "seed"}``, or with ``low`` and ``high``
         ``None`` and a ``reason`` when the metric cannot score a resample.
     """
-    record: dict[str, Any] = {"level": LEVEL, "method": "percentile bootstrap over images", "resamples": resamples, "seed": seed}
-    generator = torch.Generator().manual_seed(seed)
-    rows = torch.randint(0, len(labels), (resamples, len(labels)), generator=generator)  # (R, N)
     shares = metric.per_image(labels, scores)
+    if shares is not None:  # the value is a mean over images: resample the per-image shares at once
+        return mean_interval(shares, resamples=resamples, seed=seed)
+    rows = _resampled_rows(len(labels), resamples, seed)
     try:
-        if shares is not None:  # the value is a mean over images: resample the per-image shares at once
-            values = shares.double()[rows].mean(dim=1)
-        else:
-            values = torch.tensor([float(metric.score(labels[index], scores[index]).value) for index in rows], dtype=torch.float64)
+        values = torch.tensor([float(metric.score(labels[index], scores[index]).value) for index in rows], dtype=torch.float64)
     except (XaikitError, TypeError) as error:  # a metric that cannot score a resample (or gives no value)
-        return {**record, "low": None, "high": None, "reason": str(error)}
+        return {**_record(resamples, seed), "low": None, "high": None, "reason": str(error)}
+    return _percentiles(values, resamples, seed)
+
+
+def mean_interval(values: torch.Tensor, *, resamples: int, seed: int) -> dict[str, Any]:
+    """The 95 % percentile-bootstrap interval of the mean of ``values`` ``(N,)``, resampled as :func:`bootstrap_interval` does.
+
+    A paired comparison passes each image's difference between two runs, so both runs are scored on
+    the same resampled images.
+    """
+    means = values.double()[_resampled_rows(len(values), resamples, seed)].mean(dim=1)  # (R,)
+    return _percentiles(means, resamples, seed)
+
+
+def _resampled_rows(count: int, resamples: int, seed: int) -> torch.Tensor:
+    """``(resamples, count)`` image rows drawn with replacement from a generator seeded with ``seed``."""
+    return torch.randint(0, count, (resamples, count), generator=torch.Generator().manual_seed(seed))
+
+
+def _record(resamples: int, seed: int) -> dict[str, Any]:
+    return {"level": LEVEL, "method": "percentile bootstrap over images", "resamples": resamples, "seed": seed}
+
+
+def _percentiles(values: torch.Tensor, resamples: int, seed: int) -> dict[str, Any]:
     low, high = torch.quantile(values, torch.tensor([(1 - LEVEL) / 2, (1 + LEVEL) / 2], dtype=torch.float64)).tolist()
-    return {**record, "low": round(low, 6), "high": round(high, 6)}
+    return {**_record(resamples, seed), "low": round(low, 6), "high": round(high, 6)}

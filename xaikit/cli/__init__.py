@@ -11,7 +11,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from xaikit.cli import bench, data, doctor, explain, features, plugins, segment, train
+from xaikit.cli import bench, compare, data, doctor, explain, features, plugins, segment, train
 from xaikit.cli.console import ArgumentParser, print_error
 from xaikit.errors import XaikitError
 from xaikit.quiet import configure as configure_output
@@ -36,6 +36,7 @@ def build_parser() -> ArgumentParser:
     segment.add_commands(commands)
     doctor.add_commands(commands)
     train.add_commands(commands)
+    compare.add_commands(commands)
     return parser
 
 
