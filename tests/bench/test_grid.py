@@ -59,6 +59,8 @@ def test_a_grid_runs_every_combination_resumes_and_refuses_to_start_over(tiny_bi
         assert len((tmp_path / "grid" / name / "items.jsonl").read_text().splitlines()) == 4
     out = capsys.readouterr().out
     assert "k=1" in out and "k=3" in out
+    report = (tmp_path / "grid" / "comparison" / "comparison.md").read_text()
+    assert "k=1" in report and "McNemar" in report
     assert main(arguments) == 2 and "already holds a grid" in capsys.readouterr().err
     items = (tmp_path / "grid" / "k=3" / "items.jsonl").read_bytes()
     assert main([*arguments, "--resume"]) == 0

@@ -14,7 +14,8 @@ or in a TOML experiment file (``--grid-file``)::
 
 The product of the axes gives the runs, in axis order, each a normal resumable run directory named
 after its values (``k=3,segmenter=dino-parts``) under the parent, which also receives
-``grid.json`` (the axes and run names). Runs share features and prototype parts through the
+``grid.json`` (the axes and run names) and, from ``xaikit bench --grid``, the runs' comparison in
+``comparison/`` (``xaikit compare``'s report: paired tests, per-class accuracy, plots). Runs share features and prototype parts through the
 caches, so a backbone computes each image once for the whole grid.
 """
 

@@ -211,7 +211,13 @@ def _run_grid(args: argparse.Namespace) -> int:
             raise
         table.add_row(escape(name), *(_value_with_interval(result.summary["metrics"][metric]) for metric in base.metrics))
     stdout.print(table)
-    stdout.print(f"wrote {len(runs)} runs and grid.json under {escape(str(parent))}")
+    compared = ""
+    if len(runs) > 1:
+        from xaikit.cli.compare import report
+
+        report([parent / name for name, _ in runs], parent / "comparison", resamples=base.bootstrap, seed=base.seed, show=False)
+        compared = f" and their comparison (paired tests, per-class accuracy, plots) in {escape(str(parent / 'comparison'))}/comparison.html"
+    stdout.print(f"wrote {len(runs)} runs and grid.json under {escape(str(parent))}{compared}")
     return 0
 
 

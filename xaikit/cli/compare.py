@@ -54,23 +54,38 @@ def run(args: argparse.Namespace) -> int:
         raise XaikitError("xaikit compare needs at least two runs to compare, got one")
     if args.bootstrap < 0:
         raise XaikitError(f"--bootstrap must be 0 or more, got {args.bootstrap}")
+    start = time.perf_counter()
+    out = args.out or Path("comparisons") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+    files = report(args.runs, out, resamples=args.bootstrap, seed=args.seed, show=True)
+    stdout.print(f"wrote {escape(str(out))}/{{{', '.join(files)}}} in {time.perf_counter() - start:.1f} s")
+    stderr.print(f"[dim]open {escape(str(out / 'comparison.html'))} for the report with its plots[/]")
+    return 0
+
+
+def report(paths: list[Path], out: Path, *, resamples: int, seed: int, show: bool) -> list[str]:
+    """Compare the runs at ``paths`` and write the report to ``out`` (also ``xaikit bench --grid``'s last step).
+
+    Args:
+        show: print the comparison's tables.
+
+    Returns:
+        The names of the files written.
+
+    Raises:
+        XaikitError: a path is not a finished run, ``out`` is not free, or matplotlib is missing.
+    """
     from xaikit.compare.plots import require_matplotlib
     from xaikit.compare.report import check_out, write_report
     from xaikit.compare.runs import read_runs
     from xaikit.compare.tables import compare_runs
 
     require_matplotlib()
-    start = time.perf_counter()
-    out = args.out or Path("comparisons") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
-    runs = read_runs(args.runs)
+    runs = read_runs(paths)
     check_out(out, runs)
-    comparison = compare_runs(runs, resamples=args.bootstrap, seed=args.seed)
-    for table in comparison.tables:
+    comparison = compare_runs(runs, resamples=resamples, seed=seed)
+    for table in comparison.tables if show else ():
         if table.name == "per_class" and len(table.rows) > SHOWN_CLASSES:
             stdout.print(f"per-class accuracy of {len(table.rows)} classes: see per_class.csv and per_class.png")
             continue
         stdout.print(_rich(table) if table.rows else f"{escape(table.title)}: {escape(table.note)}")
-    files = write_report(comparison, runs, out)
-    stdout.print(f"wrote {escape(str(out))}/{{{', '.join(files)}}} in {time.perf_counter() - start:.1f} s")
-    stderr.print(f"[dim]open {escape(str(out / 'comparison.html'))} for the report with its plots[/]")
-    return 0
+    return write_report(comparison, runs, out)
