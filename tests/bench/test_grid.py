@@ -40,8 +40,15 @@ def test_bad_axes_are_refused():
 
 
 def test_an_experiment_file_gives_typed_axes(tmp_path):
-    (tmp_path / "exp.toml").write_text('[grid]\nk = [1, 5]\nlabel_agreement = [true, false]\n')
-    assert read_grid_file(tmp_path / "exp.toml") == [Axis("k", (1, 5)), Axis("label_agreement", (True, False))]
+    (tmp_path / "exp.toml").write_text('[grid]\nk = [1, 5]\nlabel_agreement = [true, false]\n\n[[run]]\nexplainer = "nearest-prototype"\n\n[[run]]\nname = "k3 crops off"\nk = 3\n"dataset.crop_to_bbox" = false\n')
+    axes, runs = read_grid_file(tmp_path / "exp.toml")
+    assert axes == [Axis("k", (1, 5)), Axis("label_agreement", (True, False))]
+    assert runs == [{"explainer": "nearest-prototype"}, {"name": "k3 crops off", "k": 3, "dataset.crop_to_bbox": False}]
+    named = expand(BenchConfig(), axes, runs)
+    assert [name for name, _ in named][-2:] == ["explainer=nearest-prototype", "k3_crops_off"]
+    assert named[-1][1].k == 3 and named[-1][1].options["dataset"] == {"crop_to_bbox": False}
+    with pytest.raises(XaikitError, match="names the run k=1 twice"):
+        expand(BenchConfig(), [], [{"k": 1}, {"k": 1}])
     (tmp_path / "bad.toml").write_text("[grid]\nk = 3\n")
     with pytest.raises(XaikitError, match="grid.k must be a non-empty list"):
         read_grid_file(tmp_path / "bad.toml")

@@ -12,7 +12,16 @@ or in a TOML experiment file (``--grid-file``)::
     k = [1, 3, 5]
     segmenter = ["annotations", "dino-parts"]
 
-The product of the axes gives the runs, in axis order, each a normal resumable run directory named
+or lists runs one by one, for settings that do not form a product::
+
+    [[run]]
+    explainer = "nearest-prototype"
+
+    [[run]]
+    name = "klc-k5"
+    k = 5
+
+The product of the axes (then the listed runs) gives the runs, each a normal resumable run directory named
 after its values (``k=3,segmenter=dino-parts``) under the parent, which also receives
 ``grid.json`` (the axes and run names) and, from ``xaikit bench --grid``, the runs' comparison in
 ``comparison/`` (``xaikit compare``'s report: paired tests, per-class accuracy, plots). Runs share features and prototype parts through the
@@ -69,50 +78,65 @@ def parse_axis(text: str) -> Axis:
     return Axis(key.strip(), items)
 
 
-def read_grid_file(path: Path) -> list[Axis]:
-    """The axes of a TOML experiment file's ``[grid]`` table (each key a list of values).
+def read_grid_file(path: Path) -> tuple[list[Axis], list[dict[str, Any]]]:
+    """The axes of a TOML experiment file's ``[grid]`` table, and its explicit ``[[run]]`` tables.
+
+    ``[grid]`` maps each setting to a list of values (their product is run); each ``[[run]]`` table is
+    one run's settings (``name`` optionally names its directory). A file may hold either or both.
 
     Raises:
-        XaikitError: the file is missing or not TOML, has no ``[grid]`` table, or a key is not a non-empty list.
+        XaikitError: the file is missing or not TOML, holds neither, or a value is of the wrong kind.
     """
     try:
         table = tomllib.loads(Path(path).expanduser().read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise XaikitError(f"cannot read the experiment file {path}: {error}") from None
-    grid = table.get("grid")
-    if not isinstance(grid, dict) or not grid:
-        raise XaikitError(f"the experiment file {path} has no [grid] table of settings to vary")
+    grid, runs = table.get("grid", {}), table.get("run", [])
+    if not isinstance(grid, dict) or not isinstance(runs, list) or not (grid or runs):
+        raise XaikitError(f"the experiment file {path} has neither a [grid] table of settings to vary nor [[run]] tables")
     axes = []
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise XaikitError(f"the experiment file {path}: grid.{key} must be a non-empty list of values")
         axes.append(Axis(key, tuple(values)))
-    return axes
+    for number, run in enumerate(runs, start=1):
+        if not isinstance(run, dict) or not run:
+            raise XaikitError(f"the experiment file {path}: [[run]] number {number} must be a table of settings")
+    return axes, [dict(run) for run in runs]
 
 
-def expand(base: BenchConfig, axes: Sequence[Axis]) -> list[tuple[str, BenchConfig]]:
-    """Every combination of the axes' values applied to ``base``, with its run name, in axis order.
+def expand(base: BenchConfig, axes: Sequence[Axis], runs: Sequence[dict[str, Any]] = ()) -> list[tuple[str, BenchConfig]]:
+    """Every combination of the axes' values (in axis order), then each explicit run, applied to ``base``, with names.
 
     Raises:
-        XaikitError: an axis given twice, or a field value of the wrong type.
+        XaikitError: an axis given twice, two runs of one name, or a field value of the wrong type.
     """
     keys = [axis.key for axis in axes]
     if len(set(keys)) != len(keys):
         raise XaikitError(f"--grid names {', '.join(sorted({key for key in keys if keys.count(key) > 1}))} twice")
-    runs = []
-    for values in itertools.product(*(axis.values for axis in axes)):
-        fields: dict[str, Any] = {}
-        options: dict[str, Any] = {}
-        for key, value in zip(keys, values, strict=True):
-            if key in FIELDS:
-                fields[key] = _field(key, value)
-            else:
-                options[key] = OptionText(value) if isinstance(value, str) else value
-        routed = split_options(options, base.metrics)
-        merged = {kind: {**base.options.get(kind, {}), **routed.get(kind, {})} for kind in {*base.options, *routed}}
-        name = _UNSAFE.sub("_", ",".join(f"{key}={value}" for key, value in zip(keys, values, strict=True)))
-        runs.append((name, dataclasses.replace(base, **fields, options=merged)))
-    return runs
+    settings = [dict(zip(keys, values, strict=True)) for values in itertools.product(*(axis.values for axis in axes))] if axes else []
+    settings += [dict(run) for run in runs]
+    configs = [_applied(base, setting) for setting in settings]
+    names = [_UNSAFE.sub("_", str(setting.pop("name", None) or ",".join(f"{key}={value}" for key, value in setting.items()))) for setting in settings]
+    if len(set(names)) != len(names):
+        raise XaikitError(f"the experiment names the run {next(name for name in names if names.count(name) > 1)} twice")
+    return list(zip(names, configs, strict=True))
+
+
+def _applied(base: BenchConfig, setting: dict[str, Any]) -> BenchConfig:
+    """``base`` with one run's settings: fields replaced, other keys routed as ``--option`` values."""
+    fields: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    for key, value in setting.items():
+        if key == "name":
+            continue
+        if key in FIELDS:
+            fields[key] = _field(key, value)
+        else:
+            options[key] = OptionText(value) if isinstance(value, str) else value
+    routed = split_options(options, base.metrics)
+    merged = {kind: {**base.options.get(kind, {}), **routed.get(kind, {})} for kind in {*base.options, *routed}}
+    return dataclasses.replace(base, **fields, options=merged)
 
 
 def _field(key: str, value: Any) -> Any:

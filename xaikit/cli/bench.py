@@ -49,7 +49,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="run every combination: a setting (k, segmenter, explainer, limit, ...) or an option key (label_agreement, "
         "dataset.crop_to_bbox) with its values, repeatable; one run per combination under --out",
     )
-    bench.add_argument("--grid-file", type=Path, metavar="FILE", help="a TOML experiment file whose [grid] table lists the values of each setting")
+    bench.add_argument(
+        "--grid-file", type=Path, metavar="FILE",
+        help="a TOML experiment file: a [grid] table of the values of each setting, and/or [[run]] tables of single runs",
+    )
     bench.add_argument(
         "--bootstrap", type=int, default=DEFAULT.bootstrap, metavar="N",
         help=f"resamples of each prediction metric's 95%% bootstrap interval, seeded with --seed; 0 for none (default {DEFAULT.bootstrap})",
@@ -189,8 +192,9 @@ def _run_grid(args: argparse.Namespace) -> int:
     from xaikit.bench.runner import run_bench
 
     base = config_from(args)
-    axes = [parse_axis(text) for text in args.grid] + (read_grid_file(args.grid_file) if args.grid_file else [])
-    runs = expand(base, axes)
+    listed_axes, listed_runs = read_grid_file(args.grid_file) if args.grid_file else ([], [])
+    axes = [parse_axis(text) for text in args.grid] + listed_axes
+    runs = expand(base, axes, listed_runs)
     for _, config in runs:
         config.validate()
     parent = args.out or default_parent(base, time.strftime("%Y%m%d-%H%M%S"))
