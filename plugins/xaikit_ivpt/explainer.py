@@ -28,8 +28,8 @@ from xaikit.training import Distributed, Trainable, TrainProgress
 from xaikit.types import Explanation, Sample
 from xaikit.validation import choice_option, flag_option, integer_option
 from xaikit_ivpt.checkpoint import CHECKPOINT_FILE, Checkpoint, load_checkpoint, save_checkpoint
-from xaikit_ivpt.losses import LossWeights
-from xaikit_ivpt.model import GROUPINGS, IVPTModel, check_vit, layer_names
+from xaikit_ivpt.losses import LossOptions, LossWeights
+from xaikit_ivpt.model import EMPTY_REGIONS, GROUPINGS, INITS, PROMPT_REGIONS, IVPTModel, check_vit, layer_names
 from xaikit_ivpt.train import TrainSettings, train_model
 
 __all__ = ["DEFAULT_BACKBONE", "PRESETS", "IVPT", "soft_centroids"]
@@ -78,6 +78,13 @@ class IVPT(Explainer, Trainable):
         head: ``shared`` (reference code: one linear head, scores averaged over parts) or
             ``per-concept`` (the paper: one head per concept).
         tau: Gumbel-softmax temperature.
+        empty_regions: ``uniform`` (reference code: ``1 / G`` grouping weights for a region no
+            patch wins) or ``grouping`` (the grouping layer's output for the zero region feature).
+        prompt_regions: ``detached`` (reference code: the prompts pool detached maps and tokens)
+            or ``attached``.
+        train_prompt_norm: train the prompt LayerNorm (the reference code leaves it frozen).
+        init: ``trunc-normal`` (reference code: head and prompt ``Linear`` from a truncated normal,
+            std 0.02) or ``pytorch``.
         eval_grouping: ``softmax`` (deterministic, default) or ``gumbel`` (the reference code's
             noisy evaluation).
         concept_layer: which prototype set :meth:`concept_maps` returns (an index into
@@ -89,6 +96,9 @@ class IVPT(Explainer, Trainable):
         train_grouping, precision, workers: the training recipe, see :class:`~xaikit_ivpt.train.TrainSettings`.
         ce_weight, consistency_weight, presence_weight, background_weight, equivariance_weight,
         entropy_weight, tv_weight, orthogonality_weight: loss weights (0 switches a term off).
+        consistency_target, tv_normalisation, background_mask, equivariance_background,
+        equivariance_mask: how the loss terms are computed, see :class:`~xaikit_ivpt.losses.LossOptions`
+            (defaults: the reference code's).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` for a backbone built here.
     """
 
@@ -104,6 +114,10 @@ class IVPT(Explainer, Trainable):
         prototypes: Sequence[int] = (17, 14, 11, 8, 5),
         head: str = "shared",
         tau: float = 1.0,
+        empty_regions: str = "uniform",
+        prompt_regions: str = "detached",
+        train_prompt_norm: bool = False,
+        init: str = "trunc-normal",
         eval_grouping: str = "softmax",
         concept_layer: int = -3,
         concept_background: bool = False,
@@ -127,6 +141,11 @@ class IVPT(Explainer, Trainable):
         entropy_weight: float = 1.0,
         tv_weight: float = 1.0,
         orthogonality_weight: float = 1.0,
+        consistency_target: str = "detached",
+        tv_normalisation: str = "pixels",
+        background_mask: str = "radial",
+        equivariance_background: bool = False,
+        equivariance_mask: bool = False,
         device: str = "auto",
     ) -> None:
         weights = LossWeights(
@@ -137,8 +156,17 @@ class IVPT(Explainer, Trainable):
             epochs=epochs, batch_size=train_batch_size, lr_tokens=lr_tokens, lr_head=lr_head, step_size=step_size,
             gamma=gamma, clip=clip, seed=seed, augment=augment, grouping=train_grouping, precision=precision,
             workers=workers, weights=weights,
+            losses=LossOptions(
+                consistency_target=consistency_target, tv_normalisation=tv_normalisation, background_mask=background_mask,
+                equivariance_background=equivariance_background, equivariance_mask=equivariance_mask,
+            ),
         )
-        self.architecture = {"prototypes": [integer_option("prototypes", count, 2) for count in prototypes], "head": head, "tau": tau}
+        self.architecture = {
+            "prototypes": [integer_option("prototypes", count, 2) for count in prototypes], "head": head, "tau": tau,
+            "empty_regions": choice_option("empty_regions", empty_regions, EMPTY_REGIONS),
+            "prompt_regions": choice_option("prompt_regions", prompt_regions, PROMPT_REGIONS),
+            "train_prompt_norm": flag_option("train_prompt_norm", train_prompt_norm), "init": choice_option("init", init, INITS),
+        }
         self.eval_grouping = choice_option("eval_grouping", eval_grouping, GROUPINGS)
         self.concept_background = flag_option("concept_background", concept_background)
         if isinstance(concept_layer, bool) or not isinstance(concept_layer, int):

@@ -23,11 +23,15 @@ import torch
 import torch.nn.functional as F
 
 from xaikit.errors import XaikitError
-from xaikit.validation import number_option
+from xaikit.validation import choice_option, flag_option, number_option
 from xaikit_ivpt.geometry import Affine, inverse_transform, valid_mask
 
 __all__ = [
+    "BACKGROUND_MASKS",
     "EPS",
+    "TV_NORMALISATIONS",
+    "TARGETS",
+    "LossOptions",
     "LossWeights",
     "background_presence_loss",
     "consistency_loss",
@@ -40,6 +44,15 @@ __all__ = [
 
 EPS = 1e-6
 """Floor of probabilities inside logarithms and of norms in denominators."""
+BACKGROUND_MASKS = ("radial", "disc")
+"""Weighting of the enforced background presence: ``radial`` ``r^2 / max r^2`` (the reference code,
+default), ``disc`` 1 outside the inscribed circle and 0 inside."""
+TV_NORMALISATIONS = ("pixels", "elements")
+"""Total variation divided by ``B * h * w`` (``pixels``, the reference code's torchmetrics ``mean``,
+default) or averaged over every channel too (``elements``, ``n`` times weaker)."""
+TARGETS = ("detached", "attached")
+"""Whether the final maps, the consistency loss's target, pass gradients (``attached``) or not
+(``detached``, the reference code, default)."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +113,40 @@ class LossWeights:
         return sum(weighted[1:], weighted[0])
 
 
+@dataclass(frozen=True)
+class LossOptions:
+    """How the loss terms are computed where the reference code and a plain reading of the papers differ.
+
+    The defaults are the reference code's (ThomasWangY/IVPT ``engine/``), which produced the paper's numbers.
+
+    Attributes:
+        consistency_target: one of :data:`TARGETS`: ``detached`` stops the consistency loss's
+            gradient at the final maps, so only the fused maps move towards them.
+        tv_normalisation: one of :data:`TV_NORMALISATIONS`, see :func:`total_variation_loss`.
+        background_mask: one of :data:`BACKGROUND_MASKS`, see :func:`background_presence_loss`.
+        equivariance_background: include the background channel in :func:`equivariance_loss`
+            (the reference compares the foreground channels only).
+        equivariance_mask: multiply both maps by the round-trip validity mask in
+            :func:`equivariance_loss` (the reference uses none).
+
+    Raises:
+        XaikitError: an unknown choice or a non-boolean flag, in one sentence.
+    """
+
+    consistency_target: str = "detached"
+    tv_normalisation: str = "pixels"
+    background_mask: str = "radial"
+    equivariance_background: bool = False
+    equivariance_mask: bool = False
+
+    def __post_init__(self) -> None:
+        choice_option("consistency_target", self.consistency_target, TARGETS)
+        choice_option("tv_normalisation", self.tv_normalisation, TV_NORMALISATIONS)
+        choice_option("background_mask", self.background_mask, BACKGROUND_MASKS)
+        flag_option("equivariance_background", self.equivariance_background)
+        flag_option("equivariance_mask", self.equivariance_mask)
+
+
 def _check_maps(maps: torch.Tensor, name: str = "maps", *, min_size: int = 1) -> None:
     """Raise unless ``maps`` is ``(B, n, h, w)`` with ``n >= 2`` and ``h, w >= min_size``."""
     if maps.dim() != 4 or maps.shape[1] < 2:
@@ -134,27 +181,33 @@ def presence_loss(maps: torch.Tensor) -> torch.Tensor:
     return 1.0 - presence.mean()
 
 
-def background_presence_loss(maps: torch.Tensor) -> torch.Tensor:
+def background_presence_loss(maps: torch.Tensor, mask: str = "radial") -> torch.Tensor:
     """PDiscoFormer's enforced background presence: every image has background near its border.
 
-    The background channel is 3x3 average pooled (stride 1, no padding) and multiplied by a radial
-    mask over the pooled grid: with the cell centres at normalised coordinates evenly spaced from
-    -1 to 1 (0 along a side of a single cell), the mask is 1 where ``x^2 + y^2 >= 1`` (outside the
-    inscribed circle, i.e. towards the corners) and 0 inside. The maximum of each image must be 1:
-    the loss is the binary cross-entropy of that maximum against 1 (``-log`` of it clamped to
-    ``[EPS, 1]``), averaged over the batch. A pooled grid of a single cell (3x3 maps) has no cell
-    outside the circle; there every cell counts.
+    The background channel is 3x3 average pooled (stride 1, no padding) and multiplied by a mask
+    over the pooled grid, whose cell centres sit at normalised coordinates evenly spaced from -1 to
+    1 (0 along a side of a single cell):
+
+    * ``radial`` (the reference code's ``EnforcedPresenceLoss``): ``(x^2 + y^2) / max(x^2 + y^2)``,
+      0 at the centre and 1 in the corners;
+    * ``disc``: 1 where ``x^2 + y^2 >= 1`` (outside the inscribed circle) and 0 inside.
+
+    The maximum of each image must be 1: the loss is the binary cross-entropy of that maximum
+    against 1 (``-log`` of it clamped to ``[EPS, 1]``), averaged over the batch. A pooled grid of a
+    single cell (3x3 maps) has no cell away from the centre; there every cell counts.
 
     Args:
         maps: ``(B, n, h, w)`` probability maps, ``h, w >= 3``.
+        mask: one of :data:`BACKGROUND_MASKS`.
 
     Returns:
         0-dim loss ``>= 0``.
 
     Raises:
-        XaikitError: if ``maps`` has the wrong shape.
+        XaikitError: if ``maps`` has the wrong shape or ``mask`` is unknown.
     """
     _check_maps(maps, min_size=3)
+    choice_option("background_mask", mask, BACKGROUND_MASKS)
     pooled = F.avg_pool2d(maps[:, -1:], kernel_size=3, stride=1)
     height, width = pooled.shape[-2:]
 
@@ -162,24 +215,35 @@ def background_presence_loss(maps: torch.Tensor) -> torch.Tensor:
         return torch.linspace(-1.0, 1.0, count, device=maps.device) if count > 1 else maps.new_zeros(1)
 
     y, x = torch.meshgrid(centres(height), centres(width), indexing="ij")
-    outside = x**2 + y**2 >= 1.0
-    mask = torch.where(outside.any(), outside, torch.ones_like(outside)).to(maps.dtype)
-    presence = (pooled * mask).flatten(1).amax(dim=1)
+    radius = x**2 + y**2
+    weight = radius / radius.max().clamp_min(EPS) if mask == "radial" else (radius >= 1.0).to(maps.dtype)
+    weight = torch.where(weight.any(), weight, torch.ones_like(weight)).to(maps.dtype)
+    presence = (pooled * weight).flatten(1).amax(dim=1)
     return -torch.log(presence.clamp(EPS, 1.0)).mean()
 
 
-def equivariance_loss(maps: torch.Tensor, maps_of_transformed: torch.Tensor, affine: Affine) -> torch.Tensor:
+def equivariance_loss(
+    maps: torch.Tensor,
+    maps_of_transformed: torch.Tensor,
+    affine: Affine,
+    *,
+    background: bool = False,
+    masked: bool = False,
+) -> torch.Tensor:
     """PDiscoFormer's equivariance loss: the maps of a transformed image are the transformed maps.
 
     ``maps_of_transformed`` is warped back with :func:`~xaikit_ivpt.geometry.inverse_transform`,
-    both it and ``maps`` are multiplied by :func:`~xaikit_ivpt.geometry.valid_mask`, and the loss is
-    one minus the mean over images and channels of the cosine similarity of the flattened ``h*w``
-    maps (an all-zero map has cosine 0).
+    and the loss is one minus the mean over images and channels of the cosine similarity of the
+    flattened ``h*w`` maps (an all-zero map has cosine 0). As in the reference code, by default the
+    background channel (last) is left out and no validity mask is applied, so the zeros the warp
+    brings in from outside the frame count against the maps.
 
     Args:
         maps: ``(B, n, h, w)`` maps of the original images.
         maps_of_transformed: ``(B, n, h, w)`` maps of ``geometry.transform(images, affine)``.
         affine: the transform applied to the images.
+        background: compare the background channel too.
+        masked: multiply both maps by :func:`~xaikit_ivpt.geometry.valid_mask` first.
 
     Returns:
         0-dim loss in ``[0, 2]``.
@@ -194,9 +258,13 @@ def equivariance_loss(maps: torch.Tensor, maps_of_transformed: torch.Tensor, aff
             f"maps {tuple(maps.shape)} and maps of the transformed images {tuple(maps_of_transformed.shape)} "
             "must have the same shape"
         )
-    mask = valid_mask(affine, tuple(maps.shape[-2:]), device=maps.device).to(maps.dtype)
-    original = (maps * mask).flatten(2)
-    restored = (inverse_transform(maps_of_transformed, affine) * mask).flatten(2)
+    channels = slice(None) if background else slice(0, -1)
+    restored = inverse_transform(maps_of_transformed, affine)[:, channels]
+    original = maps[:, channels]
+    if masked:
+        mask = valid_mask(affine, tuple(maps.shape[-2:]), device=maps.device).to(maps.dtype)
+        original, restored = original * mask, restored * mask
+    original, restored = original.flatten(2), restored.flatten(2)
     dot = (original * restored).sum(dim=2)
     norms = ((original**2).sum(dim=2) * (restored**2).sum(dim=2)).clamp_min(EPS**2).sqrt()
     return 1.0 - (dot / norms).mean()
@@ -218,23 +286,32 @@ def entropy_loss(maps: torch.Tensor) -> torch.Tensor:
     return -(maps * torch.log(maps.clamp_min(EPS))).sum(dim=1).mean()
 
 
-def total_variation_loss(maps: torch.Tensor) -> torch.Tensor:
+def total_variation_loss(maps: torch.Tensor, normalisation: str = "pixels") -> torch.Tensor:
     """PDiscoFormer's total-variation loss: maps should be piecewise constant.
+
+    The absolute differences between vertically and between horizontally adjacent cells are summed
+    over every image, channel and position, then divided by ``B * h * w`` (``pixels``: the reference
+    code's torchmetrics-style ``reduction="mean"``) or by the number of differences of each
+    direction (``elements``: a mean that also averages over the ``n`` channels).
 
     Args:
         maps: ``(B, n, h, w)`` probability maps, ``h, w >= 2``.
+        normalisation: one of :data:`TV_NORMALISATIONS`.
 
     Returns:
-        0-dim mean absolute difference between vertically adjacent cells plus that between
-        horizontally adjacent cells.
+        0-dim loss ``>= 0``.
 
     Raises:
-        XaikitError: if ``maps`` has the wrong shape.
+        XaikitError: if ``maps`` has the wrong shape or ``normalisation`` is unknown.
     """
     _check_maps(maps, min_size=2)
-    vertical = (maps[..., 1:, :] - maps[..., :-1, :]).abs().mean()
-    horizontal = (maps[..., :, 1:] - maps[..., :, :-1]).abs().mean()
-    return vertical + horizontal
+    choice_option("tv_normalisation", normalisation, TV_NORMALISATIONS)
+    vertical = (maps[..., 1:, :] - maps[..., :-1, :]).abs()
+    horizontal = (maps[..., :, 1:] - maps[..., :, :-1]).abs()
+    if normalisation == "elements":
+        return vertical.mean() + horizontal.mean()
+    batch, _, height, width = maps.shape
+    return (vertical.sum() + horizontal.sum()) / (batch * height * width)
 
 
 def orthogonality_loss(features: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,8 @@ prompts, ``N = h * w`` patches, ``T`` = prefix tokens + ``N``)::
         f  = final LayerNorm(patch tokens)                         (B, N, D)
         A  = softmax(-||f.detach() - q||^2 + bias)                 (B, N, n_l)     Eq. 5-6
         r  = argmax-masked, A-weighted mean of f per prototype     (B, n_l, D)     Eq. 7
-        w  = Gumbel-softmax(Linear(r_fg))                          (B, n_l - 1, G) grouping
+             (from A.detach() and f.detach(), as the reference code pools the prompts' regions)
+        w  = Gumbel-softmax(Linear(r_fg)), 1/G where r is empty    (B, n_l - 1, G) grouping
         prompts = Linear(LayerNorm(sum_p w_pk r_p / sum_p w_pk))   (B, G, D)
         tokens  = block(cat(tokens, prompts))[:, :T]               prompts live for one block
     after the last block: f = final LayerNorm, A_final (B, N, 5), r_final (B, 5, D)
@@ -33,11 +34,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from xaikit.errors import XaikitError
-from xaikit.validation import choice_option, integer_option, number_option
+from xaikit.validation import choice_option, flag_option, integer_option, number_option
 
 __all__ = [
+    "EMPTY_REGIONS",
     "GROUPINGS",
     "HEADS",
+    "INITS",
+    "PROMPT_REGIONS",
     "PROTOTYPE_STD",
     "IVPTModel",
     "IVPTOutput",
@@ -52,6 +56,18 @@ HEADS = ("shared", "per-concept")
 ``per-concept``: one head per concept (the paper's description)."""
 GROUPINGS = ("gumbel", "softmax")
 """How fine concepts are grouped into prompts: Gumbel-softmax (training) or its noiseless softmax."""
+EMPTY_REGIONS = ("uniform", "grouping")
+"""Grouping weights of a foreground region that no patch wins: ``uniform`` ``1 / G`` (the reference
+code's ``masked_fill``, default) or ``grouping``, whatever the grouping layer gives the zero region
+feature (the softmax of its bias)."""
+PROMPT_REGIONS = ("detached", "attached")
+"""The region features pooled into the prompts: from detached maps and tokens (``detached``, the
+reference code, default: the prompts' gradient stops at the prompt layers) or ``attached``."""
+INITS = ("trunc-normal", "pytorch")
+"""Initialisation of the head and the prompt ``Linear``: ``trunc-normal`` (std 0.02, zero bias: the
+reference code, default) or ``pytorch`` (``nn.Linear``'s Kaiming-uniform)."""
+HEAD_STD = 0.02
+"""Standard deviation of the truncated-normal head and prompt-layer initialisation."""
 PROTOTYPE_STD = 0.05
 """Prototypes are initialised from N(0, 0.05^2), as in the reference code."""
 _EPS = 1e-6
@@ -134,6 +150,11 @@ class IVPTModel(nn.Module):
             the last after the final block. ``G = prototypes[-1] - 1`` prompts per layer.
         head: one of :data:`HEADS`.
         tau: Gumbel-softmax temperature.
+        empty_regions: one of :data:`EMPTY_REGIONS`.
+        prompt_regions: one of :data:`PROMPT_REGIONS`.
+        train_prompt_norm: train the prompt LayerNorm; the reference code leaves it out of every
+            optimiser group, so by default it is frozen at the identity (``requires_grad=False``).
+        init: one of :data:`INITS`.
 
     Raises:
         XaikitError: the ViT is not a timm ``VisionTransformer`` with absolute position embeddings,
@@ -148,6 +169,10 @@ class IVPTModel(nn.Module):
         prototypes: Sequence[int] = (17, 14, 11, 8, 5),
         head: str = "shared",
         tau: float = 1.0,
+        empty_regions: str = "uniform",
+        prompt_regions: str = "detached",
+        train_prompt_norm: bool = False,
+        init: str = "trunc-normal",
     ) -> None:
         super().__init__()
         check_vit(vit)
@@ -161,6 +186,9 @@ class IVPTModel(nn.Module):
         self.counts = tuple(counts)
         self.head_kind = choice_option("head", head, HEADS)
         self.tau = number_option("tau", tau, 1e-3)
+        self.empty_regions = choice_option("empty_regions", empty_regions, EMPTY_REGIONS)
+        self.prompt_regions = choice_option("prompt_regions", prompt_regions, PROMPT_REGIONS)
+        init = choice_option("init", init, INITS)
         self.num_classes = integer_option("num_classes", num_classes, 1)
         self.first_block = len(vit.blocks) - (len(counts) - 1)
         self.num_prefix = int(vit.num_prefix_tokens)
@@ -179,13 +207,20 @@ class IVPTModel(nn.Module):
         intermediate = self.counts[:-1]
         self.grouping = nn.ModuleList(nn.Linear(dim, groups) for _ in intermediate)
         self.prompt_norm = nn.ModuleList(nn.LayerNorm([groups, dim]) for _ in intermediate)
+        self.prompt_norm.requires_grad_(flag_option("train_prompt_norm", train_prompt_norm))
         self.prompt_linear = nn.ModuleList(nn.Linear(dim, dim) for _ in intermediate)
         self.modulation = nn.LayerNorm([dim, self.counts[-1]])
         shape = (num_classes, dim) if self.head_kind == "shared" else (groups, num_classes, dim)
         self.head = nn.Parameter(torch.empty(shape))
         with torch.no_grad():
-            for matrix in self.head.view(-1, num_classes, dim):
-                nn.init.kaiming_uniform_(matrix, a=5**0.5)  # nn.Linear's default, per head
+            if init == "trunc-normal":
+                nn.init.trunc_normal_(self.head, std=HEAD_STD)
+                for linear in self.prompt_linear:
+                    nn.init.trunc_normal_(linear.weight, std=HEAD_STD)
+                    nn.init.zeros_(linear.bias)
+            else:
+                for matrix in self.head.view(-1, num_classes, dim):
+                    nn.init.kaiming_uniform_(matrix, a=5**0.5)  # nn.Linear's default, per head
 
     # ----------------------------------------------------------------------------- parameters
     @property
@@ -199,10 +234,10 @@ class IVPTModel(nn.Module):
         return layer_names(len(self.vit.blocks), len(self.counts))
 
     def parameter_groups(self, lr_tokens: float, lr_head: float) -> list[dict]:
-        """Adam parameter groups: tokens, position embedding, prototypes and bias maps at ``lr_tokens``; the rest at ``lr_head``."""
+        """Adam parameter groups: tokens, position embedding, prototypes and bias maps at ``lr_tokens``; the other trainable parameters at ``lr_head``."""
         slow = [self.pos_embed, *self.prototypes, *self.bias] + [token for token in (self.cls_token, self.reg_token) if token is not None]
         slow_ids = {id(parameter) for parameter in slow}
-        fast = [parameter for parameter in self.parameters() if id(parameter) not in slow_ids]
+        fast = [parameter for parameter in self.parameters() if id(parameter) not in slow_ids and parameter.requires_grad]
         return [{"params": slow, "lr": lr_tokens, "name": "tokens"}, {"params": fast, "lr": lr_head, "name": "head"}]
 
     # -------------------------------------------------------------------------------- forward
@@ -220,8 +255,14 @@ class IVPTModel(nn.Module):
             tokens = torch.cat([*prefix, tokens], dim=1) + self.pos_embed
         return vit.norm_pre(vit.patch_drop(vit.pos_drop(tokens)))
 
-    def regions(self, tokens: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def regions(self, tokens: torch.Tensor, layer: int, detach: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Maps and region features of prototype set ``layer`` on the patch tokens of ``tokens`` ``(B, T, D)``.
+
+        Args:
+            tokens: ``(B, T, D)``.
+            layer: the prototype set.
+            detach: pool the region features from detached maps and tokens (the prompts' source
+                in the reference code), so no gradient flows back through them.
 
         Returns:
             ``(A, r)``: assignments ``(B, N, n)`` and region features ``(B, n, D)``, pooled from the
@@ -229,15 +270,24 @@ class IVPTModel(nn.Module):
         """
         normalised = self.vit.norm(tokens[:, self.num_prefix :])
         assignment = concept_regions(normalised.detach(), self.prototypes[layer], self.bias[layer].flatten(1))
+        if detach:
+            return assignment, aggregate_regions(assignment.detach(), normalised.detach())
         return assignment, aggregate_regions(assignment, normalised)
 
-    def group(self, regions: torch.Tensor, layer: int, grouping: str) -> torch.Tensor:
-        """Grouping weights ``(B, n - 1, G)`` of the foreground region features ``(B, n - 1, D)`` into the ``G`` prompts."""
+    def group(self, regions: torch.Tensor, layer: int, grouping: str, empty: torch.Tensor | None = None) -> torch.Tensor:
+        """Grouping weights ``(B, n - 1, G)`` of the foreground region features ``(B, n - 1, D)`` into the ``G`` prompts.
+
+        ``empty`` ``(B, n - 1)`` bool marks the regions that no patch wins; with
+        ``empty_regions="uniform"`` their weights are ``1 / G``, as in the reference code.
+        """
         logits = self.grouping[layer](regions)
         if grouping == "gumbel":
             noise = -torch.log(-torch.log(torch.rand_like(logits).clamp(_EPS, 1 - _EPS)))
             logits = logits + noise
-        return torch.softmax(logits / self.tau, dim=-1)
+        weights = torch.softmax(logits / self.tau, dim=-1)
+        if empty is None or self.empty_regions == "grouping":
+            return weights
+        return weights.masked_fill(empty.unsqueeze(-1), 1.0 / self.groups)
 
     def prompts(self, regions: torch.Tensor, weights: torch.Tensor, layer: int) -> torch.Tensor:
         """Fused prompts ``(B, G, D)``: grouping-weighted means of the foreground regions (weights detached), LayerNorm, Linear."""
@@ -261,11 +311,12 @@ class IVPTModel(nn.Module):
         length = tokens.shape[1]
         maps, fused, groupings = [], [], []
         for layer in range(len(self.counts) - 1):
-            assignment, regions = self.regions(tokens, layer)
+            assignment, regions = self.regions(tokens, layer, detach=self.prompt_regions == "detached")
             maps.append(self._grid(assignment))
             if until == layer:
                 return IVPTOutput(None, None, maps, fused, groupings, None)
-            weights = self.group(regions[:, :-1], layer, grouping)
+            empty = F.one_hot(assignment.argmax(-1), assignment.shape[-1]).sum(1)[:, :-1] == 0  # (B, n - 1)
+            weights = self.group(regions[:, :-1], layer, grouping, empty)
             groupings.append(weights)
             grouped = torch.einsum("bnp,bpg->bng", assignment[..., :-1], weights)
             fused.append(self._grid(torch.cat([grouped, assignment[..., -1:]], dim=-1)))

@@ -4,7 +4,8 @@ The terms (reference code, ``../shared/reference/ivpt-and-metrics.md`` section 4
 :class:`~xaikit_ivpt.losses.LossWeights`:
 
 * ``ce``: cross-entropy of the logits (the mean of the part scores);
-* ``consistency``: KL(final-layer maps || fused maps), averaged over the intermediate layers;
+* ``consistency``: KL(final-layer maps || fused maps), averaged over the intermediate layers (the
+  final maps detached, as the reference does, unless ``LossOptions.consistency_target`` says otherwise);
 * ``presence``, ``background``, ``entropy``, ``tv``: PDiscoFormer's part-shaping losses on every
   layer's maps, averaged over layers;
 * ``equivariance``: one random affine transform per batch; the transformed images go through the
@@ -16,12 +17,14 @@ The terms (reference code, ``../shared/reference/ivpt-and-metrics.md`` section 4
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
 from xaikit_ivpt.geometry import Affine, transform
 from xaikit_ivpt.losses import (
+    LossOptions,
     LossWeights,
     background_presence_loss,
     consistency_loss,
@@ -35,12 +38,14 @@ from xaikit_ivpt.model import IVPTOutput
 
 __all__ = ["loss_terms"]
 
-_SHAPING: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "presence": presence_loss,
-    "background": background_presence_loss,
-    "entropy": entropy_loss,
-    "tv": total_variation_loss,
-}
+def _shaping(options: LossOptions) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """The part-shaping terms computed on every layer's maps, configured by ``options``."""
+    return {
+        "presence": presence_loss,
+        "background": partial(background_presence_loss, mask=options.background_mask),
+        "entropy": entropy_loss,
+        "tv": partial(total_variation_loss, normalisation=options.tv_normalisation),
+    }
 
 
 def _mean(values: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -54,6 +59,7 @@ def loss_terms(
     weights: LossWeights,
     affine: Affine,
     grouping: str = "gumbel",
+    options: LossOptions | None = None,
 ) -> dict[str, torch.Tensor]:
     """Every loss term with a non-zero weight for one batch.
 
@@ -64,10 +70,12 @@ def loss_terms(
         weights: which terms to compute (a zero weight skips the term and its forward pass).
         affine: the batch's transform for the equivariance term.
         grouping: ``"gumbel"`` or ``"softmax"``.
+        options: how the terms are computed (default: the reference code's, :class:`LossOptions`).
 
     Returns:
         Term name -> 0-dim tensor; combine with :meth:`LossWeights.total`.
     """
+    options = options or LossOptions()
     batch = pixels.shape[0]
     equivariant = weights.equivariance > 0
     inputs = torch.cat([pixels, transform(pixels, affine)]) if equivariant else pixels
@@ -77,13 +85,14 @@ def loss_terms(
     if weights.ce > 0:
         terms["ce"] = F.cross_entropy(output.logits[:batch], labels)
     if weights.consistency > 0 and output.fused:
-        final = maps[-1]
+        final = maps[-1].detach() if options.consistency_target == "detached" else maps[-1]
         terms["consistency"] = _mean([consistency_loss(final, fused[:batch]) for fused in output.fused])
-    for name, loss in _SHAPING.items():
+    for name, loss in _shaping(options).items():
         if getattr(weights, name) > 0:
             terms[name] = _mean([loss(layer) for layer in maps])
     if equivariant:
-        terms["equivariance"] = _mean([equivariance_loss(layer[:batch], layer[batch:], affine) for layer in output.maps])
+        equivariance = partial(equivariance_loss, background=options.equivariance_background, masked=options.equivariance_mask)
+        terms["equivariance"] = _mean([equivariance(layer[:batch], layer[batch:], affine) for layer in output.maps])
     if weights.orthogonality > 0:
         terms["orthogonality"] = orthogonality_loss(output.features[:batch])
     return terms

@@ -35,7 +35,7 @@ from xaikit.training import Distributed, TrainProgress
 from xaikit.validation import choice_option, integer_option, number_option
 from xaikit_ivpt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from xaikit_ivpt.geometry import random_affine
-from xaikit_ivpt.losses import LossWeights
+from xaikit_ivpt.losses import LossOptions, LossWeights
 from xaikit_ivpt.model import GROUPINGS, IVPTModel
 from xaikit_ivpt.objective import loss_terms
 
@@ -71,6 +71,7 @@ class TrainSettings:
         precision: ``fp32`` (the reference) or ``bf16`` (autocast on CUDA).
         workers: image-decoding worker processes.
         weights: the loss weights.
+        losses: how the loss terms are computed (the reference code's by default).
     """
 
     epochs: int = 10
@@ -86,6 +87,7 @@ class TrainSettings:
     precision: str = "fp32"
     workers: int = 0
     weights: LossWeights = field(default_factory=LossWeights)
+    losses: LossOptions = field(default_factory=LossOptions)
 
     def __post_init__(self) -> None:
         integer_option("epochs", self.epochs, 0)
@@ -241,7 +243,7 @@ def train_model(
             equivariance = random_affine(generator)
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)) + distributed.rank)  # Gumbel noise
             with _autocast(device, settings.precision):
-                terms = loss_terms(trained, pixels, labels.to(device), settings.weights, equivariance, settings.grouping)
+                terms = loss_terms(trained, pixels, labels.to(device), settings.weights, equivariance, settings.grouping, settings.losses)
             total = settings.weights.total(terms)
             optimizer.zero_grad(set_to_none=True)
             total.backward()

@@ -17,6 +17,7 @@ Where the paper and the reference code differ, both are options (``k``, ``label_
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -33,7 +34,7 @@ from xaikit.paths import cache_dir
 from xaikit.types import Explanation, Features, PartMap, Sample
 from xaikit.validation import choice_option
 from xaikit_klc.gallery import SELECTIONS, GalleryParts, PrototypeIndex, cache_path, load_parts, part_rows, sample_key, save_parts
-from xaikit_klc.parts import part_grids, pool_parts
+from xaikit_klc.parts import PREPROCESSINGS, part_grids, pool_parts
 from xaikit_klc.retrieval import build_index
 from xaikit_klc.voting import soft_vote
 
@@ -82,7 +83,9 @@ class PartSet:
         ]
 
 
-def describe(maps: Sequence[PartMap], patches: torch.Tensor, preprocessing, grid: tuple[int, int]) -> tuple[PartSet, torch.Tensor]:
+def describe(
+    maps: Sequence[PartMap], patches: torch.Tensor, preprocessing, grid: tuple[int, int], resizing: str = "xaikit"
+) -> tuple[PartSet, torch.Tensor]:
     """Part descriptors and centroids of a batch of images.
 
     Args:
@@ -90,13 +93,15 @@ def describe(maps: Sequence[PartMap], patches: torch.Tensor, preprocessing, grid
         patches: ``(B, h, w, D)`` patch tokens of the same images.
         preprocessing: the backbone's :class:`~xaikit.backbones.Preprocess` (aligns maps with tokens).
         grid: ``(G_h, G_w)`` token grid.
+        resizing: one of :data:`~xaikit_klc.parts.PREPROCESSINGS`: how maps and tokens are resized.
 
     Returns:
         A :class:`PartSet` whose ``owner`` is the image index, and the label grids ``(B, G_h, G_w)``.
         Parts that vanish on the token grid are dropped.
     """
-    grids = part_grids(list(maps), preprocessing, grid)
-    pooled = pool_parts(patches, grids)
+    notebook = resizing == "notebook"
+    grids = part_grids(list(maps), preprocessing, grid, "nearest" if notebook else "nearest-exact")
+    pooled = pool_parts(patches, grids, "mirror" if notebook else "clamp")
     centroids = torch.zeros(len(pooled.label), 2)
     names: list[str] = []
     for index, part_map in enumerate(maps):  # one iteration per image
@@ -105,6 +110,24 @@ def describe(maps: Sequence[PartMap], patches: torch.Tensor, preprocessing, grid
         names.extend(part_map.names.get(int(label), f"label {int(label)}") for label in pooled.label[rows])
     parts = PartSet(descriptor=pooled.descriptor, label=pooled.label, name=tuple(names), centroid=centroids, owner=pooled.image)
     return parts, grids
+
+
+def _notebook_backbone(backbone: ViTBackbone) -> ViTBackbone:
+    """A shallow copy of ``backbone`` (same model) that squashes images with PIL's bilinear filter, as the notebook's ``Resize((224, 224))``.
+
+    The copy's feature-cache namespace differs from the original's (it holds the preprocessing), so
+    cached features and gallery parts of the two never mix.
+
+    Raises:
+        XaikitError: the backbone resizes and crops instead of squashing.
+    """
+    if backbone.preprocessing.mode != "squash":
+        raise XaikitError(
+            "KLC's preprocessing=notebook reproduces the notebook's squash to the model input; build the backbone with resize=squash"
+        )
+    notebook = copy.copy(backbone)
+    notebook.preprocessing = backbone.preprocessing.replace(interpolation="pil-bilinear")
+    return notebook
 
 
 class KLC(Explainer):
@@ -125,6 +148,12 @@ class KLC(Explainer):
             keeps every mutual match).
         token_grid: side of the grid the patch tokens and part maps are resized to before pooling
             (reference: 64); ``None`` pools on the backbone's own patch grid.
+        preprocessing: ``xaikit`` (default: the backbone's own image resize, nearest-exact label
+            maps, border-clamped bilinear token upsampling) or ``notebook``, the reference
+            notebook's three resizing steps exactly: PIL bilinear squash of the image
+            (torchvision ``Resize((224, 224))``), OpenCV ``INTER_NEAREST`` (floor) for the part maps,
+            and ``skimage.transform.resize``'s mirrored-border bilinear for the tokens; it needs a
+            squashing backbone.
         layer: describe parts with the patch tokens of this block (raw block output; negative
             counts from the last block) instead of the final, normalised tokens (the reference).
         seed: k-means seed for prototype selection.
@@ -147,6 +176,7 @@ class KLC(Explainer):
         prototype_selection: str = "kmeans",
         label_agreement: bool = True,
         token_grid: int | None = 64,
+        preprocessing: str = "xaikit",
         layer: int | None = None,
         seed: int = 0,
         device: str = "auto",
@@ -161,10 +191,13 @@ class KLC(Explainer):
         if token_grid is not None and int(token_grid) < 1:
             raise XaikitError(f"token_grid must be a positive grid side or null, got {token_grid}")
         choice_option("prototype selection", prototype_selection, SELECTIONS)
+        self.preprocessing_choice = choice_option("preprocessing", preprocessing, PREPROCESSINGS)
         registry = get_registry()
         self.backbone = registry.build("backbone", backbone, device=device, **({} if layer is None else {"layers": [layer]}))
         if not isinstance(self.backbone, ViTBackbone):
             raise XaikitError(f"KLC needs a ViT backbone with patch tokens, got {type(self.backbone).__name__}")
+        if self.preprocessing_choice == "notebook":
+            self.backbone = _notebook_backbone(self.backbone)
         self.layer = None if layer is None else self.backbone._block_index(int(layer))
         if self.layer is not None and self.layer not in self.backbone.layers:
             raise XaikitError(f"KLC describes parts with block {layer}, which the backbone was not built to return; build it with layers=[{layer}]")
@@ -222,7 +255,8 @@ class KLC(Explainer):
         if self.cache and self.segmenter.fingerprint is not None:
             spec = {
                 "backbone": self.backbone.cache_namespace, "segmenter": self.segmenter.fingerprint,
-                "grid": list(self._grid(patches)), "samples": [sample_key(sample) for sample in samples],
+                "grid": list(self._grid(patches)), "resizing": self.preprocessing_choice,
+                "samples": [sample_key(sample) for sample in samples],
             }
             path = cache_path(cache_dir(), spec)
             cached = load_parts(path)
@@ -231,7 +265,7 @@ class KLC(Explainer):
         chunks = []
         for start in range(0, len(samples), self.batch_size):
             batch = samples[start : start + self.batch_size]
-            parts, _ = describe(self.segmenter.segment(batch), patches[start : start + len(batch)], self.backbone.preprocessing, self._grid(patches))
+            parts, _ = describe(self.segmenter.segment(batch), patches[start : start + len(batch)], self.backbone.preprocessing, self._grid(patches), self.preprocessing_choice)
             chunks.append((parts, start))
         gallery = GalleryParts(
             owner=torch.cat([parts.owner + start for parts, start in chunks]),
@@ -263,7 +297,7 @@ class KLC(Explainer):
             pairs = [self._joint_parts(samples[b], tokens[b], retrieved[b]) for b in range(len(samples))]
         else:
             maps = self.segmenter.segment(samples)
-            query, grids = describe(maps, tokens, self.backbone.preprocessing, grid)
+            query, grids = describe(maps, tokens, self.backbone.preprocessing, grid, self.preprocessing_choice)
             concept_maps = self._one_hot(maps, grids)
             pairs = [(query.owned_by(b), self._candidates(retrieved[b])) for b in range(len(samples))]
         decisions = [self._decide(query, candidates, retrieved[b], similarity[b]) for b, (query, candidates) in enumerate(pairs)]
@@ -293,7 +327,7 @@ class KLC(Explainer):
         images = [sample] + [self._train[int(self.index.dataset_index[row])] for row in prototypes]
         maps = self.segmenter.segment(images)
         stacked = torch.cat([patches[None], self._prototype_patches[prototypes].float()])
-        parts, _ = describe(maps, stacked, self.backbone.preprocessing, self._grid(stacked))
+        parts, _ = describe(maps, stacked, self.backbone.preprocessing, self._grid(stacked), self.preprocessing_choice)
         query_rows = parts.owner == 0
         return (
             parts.select(torch.nonzero(query_rows).flatten()),
@@ -375,7 +409,8 @@ class KLC(Explainer):
         samples = [Sample(image=np.ascontiguousarray(image)) for image in pixels]
         maps = self.segmenter.segment(samples)
         grid = (self.token_grid, self.token_grid) if self.token_grid else self.backbone.grid(self.backbone.preprocess(images[:1]))
-        return self._one_hot(maps, part_grids(maps, self.backbone.preprocessing, grid))
+        nearest = "nearest" if self.preprocessing_choice == "notebook" else "nearest-exact"
+        return self._one_hot(maps, part_grids(maps, self.backbone.preprocessing, grid, nearest))
 
     # ------------------------------------------------------------------------------ figure
     def prototype_samples(self, detail: Mapping[str, Any]) -> list[Sample]:

@@ -5,8 +5,10 @@ Networks", ICCV 2023. Reference code: hqhQAQ/EvalProtoPNet (``util/eval_interpre
 ``util/local_parts.py``, ``util/crop_cub_data.py``). The reference pipeline, step by step, and where
 each step lives here:
 
-1. Crop every test image to its bounding box (corners truncated to int) and resize the crop to
-   ``grid x grid`` without keeping the aspect ratio (:func:`prepare_batch`).
+1. Crop every test image to its bounding box (corners truncated to int) and resize the crop straight
+   to the model's input size without keeping the aspect ratio (``Resize((S, S))``: 224 for
+   ProtoPNet, 518 for IVPT); xaikit uses the explainer's own input size (:func:`explainer_frame`,
+   :func:`prepare_batch`).
 2. Truncate keypoints with ``int(float(x))``, keep ``visible == 1`` and map them into the crop frame
    as ``int(grid * ((x - x1) / (x2 - x1)))``, unclipped (:func:`keypoints_to_grid`).
 3. For class-specific prototypes, keep the ground-truth class's prototypes of each image
@@ -20,8 +22,11 @@ each step lives here:
    part is visible (0 -> 1); a unit is consistent when some part reaches ``mu``
    (:func:`consistency_from_hits`).
 7. Stability (``evaluate_stability`` with ``perturb_img``): per unit, the fraction of the class's
-   images whose part-hit vector survives clipped Gaussian noise added to the normalised input
-   (:func:`perturb`, :func:`stability_from_hits`).
+   images whose part-hit vector survives clipped Gaussian noise added, i.i.d. per element, to the
+   normalised model input (:func:`perturb`, :func:`stability_from_hits`).
+
+Only the keypoints, the peaks and the boxes live on the ``grid x grid`` frame (224); the image the
+explainer sees and the noise are at its own input size and in its own normalisation.
 
 A *unit* is one (class, concept) pair scored over the images of that class: in the
 ``class-specific`` mode (ProtoPNet), concept ``p`` belongs to class ``p // P`` only; in the
@@ -53,12 +58,14 @@ from xaikit_metrics.concepts import checked_concept_maps
 __all__ = [
     "MODES",
     "Consistency",
+    "Frame",
     "ConsistencyScores",
     "Stability",
     "StabilityScores",
     "bicubic_weights",
     "class_prototypes",
     "consistency_from_hits",
+    "explainer_frame",
     "keypoints_to_grid",
     "part_hits",
     "peak_boxes",
@@ -224,25 +231,67 @@ def class_prototypes(maps: torch.Tensor, labels: torch.Tensor, per_class: int) -
     return maps[torch.arange(maps.shape[0], device=maps.device)[:, None], index]
 
 
-def perturb(images: torch.Tensor, noise_std: float, noise_clip: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Add the stability noise to RGB images in ``[0, 1]``, as the reference adds it to the normalised tensor.
+def perturb(
+    images: torch.Tensor,
+    noise_std: float,
+    noise_clip: float,
+    generator: torch.Generator | None = None,
+    std: Sequence[float] = IMAGENET_STD,
+) -> torch.Tensor:
+    """Add the stability noise to RGB images in ``[0, 1]`` so that it lands on the normalised model input.
 
-    Reference ``perturb_img``: noise ``N(0, noise_std^2)`` per element, clipped to
-    ``[-noise_clip, noise_clip]``, added to ``(x - mean) / std``. Here the same noise is multiplied
-    by the ImageNet ``std`` of its channel and added to ``x``; the result is not clamped to ``[0, 1]``.
+    Reference ``perturb_img``: noise ``N(0, noise_std^2)`` i.i.d. per element, clipped to
+    ``[-noise_clip, noise_clip]``, added to the model input ``(x - mean) / std``. Here the same
+    noise, multiplied by the ``std`` of its channel, is added to ``x``, so that the explainer's own
+    normalisation of the result is ``(x - mean) / std + noise`` (equal up to float32 rounding). The
+    images must already be at the model's input size (:func:`prepare_batch` with the
+    :func:`explainer_frame`), so no resize smooths or weakens the noise; the result is not clamped.
 
     Args:
-        images: ``(B, 3, H, W)`` float.
+        images: ``(B, 3, H, W)`` float, at the model's input size.
         noise_std: standard deviation in normalised units (0.2 in the reference).
         noise_clip: bound on the absolute noise in normalised units (0.25 in the reference).
         generator: CPU generator for reproducible noise; ``None`` draws from torch's global one.
+        std: the per-channel standard deviation of the explainer's normalisation.
 
     Returns:
         ``(B, 3, H, W)`` noisy images, same dtype and device.
     """
     noise = (torch.randn(images.shape, generator=generator) * noise_std).clamp_(-noise_clip, noise_clip)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return images + (noise * std).to(images.device, images.dtype)
+    scale = torch.tensor(tuple(std), dtype=torch.float32).view(1, 3, 1, 1)
+    return images + (noise * scale).to(images.device, images.dtype)
+
+
+class Frame(NamedTuple):
+    """The input an explainer's concept maps read, as the consistency and stability metrics hand it over.
+
+    Attributes:
+        size: ``(H, W)``: the box crop is resized straight to it.
+        std: per-channel standard deviation of the explainer's normalisation (scales the noise).
+    """
+
+    size: tuple[int, int]
+    std: tuple[float, float, float]
+
+
+def explainer_frame(explainer: Explainer, grid: int, metric: str = "consistency") -> Frame:
+    """The input size and normalisation an explainer's model reads, from its :attr:`~xaikit.Explainer.preprocessing`.
+
+    An explainer that declares none gets the ``grid x grid`` crop and ImageNet normalisation.
+
+    Raises:
+        XaikitError: the explainer's preprocessing crops the centre of its input (``crop_pct < 1``),
+            so its concept maps would cover only part of the box crop the metric scores them on.
+    """
+    preprocessing = explainer.preprocessing
+    if preprocessing is None:
+        return Frame((grid, grid), IMAGENET_STD)
+    if preprocessing.mode == "center-crop" and preprocessing.crop_pct < 1:
+        raise XaikitError(
+            f"metric '{metric}' needs concept maps of the whole box crop, but {type(explainer).__name__}'s backbone keeps "
+            f"only the centre {preprocessing.crop_pct:g} of its input; build the backbone with crop_pct=1 or resize=squash"
+        )
+    return Frame(tuple(preprocessing.size), tuple(preprocessing.std))
 
 
 def _per_class_sum(values: torch.Tensor, labels: torch.Tensor, classes: int) -> torch.Tensor:
@@ -349,24 +398,31 @@ def _bbox_corners(sample: Sample) -> tuple[int, int, int, int]:
     return int(x), int(y), int(x + w), int(y + h)
 
 
-def prepare_batch(samples: Sequence[Sample], grid: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def prepare_batch(
+    samples: Sequence[Sample], grid: int, size: tuple[int, int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Reference steps 1 and 2 for a batch of uncropped samples with bounding boxes.
 
+    Args:
+        samples: uncropped samples with ``bbox``, ``keypoints`` and ``visible``.
+        grid: side of the square frame of the keypoints and peaks (224 in the reference).
+        size: ``(H, W)`` the crops are resized to, the explainer's input size; default ``(grid, grid)``.
+
     Returns:
-        images ``(B, 3, grid, grid)`` float32 in ``[0, 1]`` (box crop, bilinear antialiased resize
-        without keeping the aspect ratio, like the reference's ``Resize((224, 224))`` on PIL images);
+        images ``(B, 3, H, W)`` float32 in ``[0, 1]`` (box crop, bilinear antialiased resize
+        without keeping the aspect ratio, like the reference's ``Resize((S, S))`` on PIL images);
         keypoints ``(B, P, 2)`` ``int64`` on the grid (:func:`keypoints_to_grid`); visible ``(B, P)`` bool.
     """
     corners = torch.tensor([_bbox_corners(sample) for sample in samples], dtype=torch.int64)
     keypoints = torch.from_numpy(np.stack([sample.keypoints for sample in samples]))
     visible = torch.from_numpy(np.stack([sample.visible for sample in samples])).bool()
-    images = _squash(grid)([sample.crop_to_bbox().image for sample in samples])
+    images = _squash(tuple(size or (grid, grid)))([sample.crop_to_bbox().image for sample in samples])
     return images, keypoints_to_grid(keypoints, corners, grid), visible
 
 
 @functools.lru_cache(maxsize=4)
-def _squash(grid: int) -> Preprocess:
-    return Preprocess(size=(grid, grid), mode="squash", interpolation="bilinear", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+def _squash(size: tuple[int, int]) -> Preprocess:
+    return Preprocess(size=size, mode="squash", interpolation="bilinear", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
 
 @dataclass(frozen=True)
@@ -407,6 +463,7 @@ class _Scan:
     visible: torch.Tensor  # (N, P) bool
     hits: torch.Tensor  # (V, N, S, P) bool; V = 1 + number of perturbed variants
     layout: _Layout
+    frame: Frame
 
 
 class _HuangMetric(Metric):
@@ -507,8 +564,11 @@ class _HuangMetric(Metric):
             raise XaikitError(f"option concepts names channel {max(concepts)}, but only channels 0 to {scored - 1} can be scored")
         return _Layout(mode, torch.tensor(concepts, dtype=torch.int64), per_class)
 
-    def _scan(self, explainer: Explainer, dataset: Dataset, variants: Callable[[torch.Tensor], list[torch.Tensor]]) -> _Scan:
-        """Part hits of every image of ``dataset`` for each input ``variants(images)`` gives, batch by batch."""
+    def _scan(self, explainer: Explainer, dataset: Dataset, variants: Callable[[torch.Tensor, Frame], list[torch.Tensor]]) -> _Scan:
+        """Part hits of every image of ``dataset`` for each input ``variants(images, frame)`` gives, batch by batch.
+
+        The images are the box crops at the explainer's input size (:func:`explainer_frame`).
+        """
         labels = torch.as_tensor(np.asarray(dataset.labels), dtype=torch.int64)
         classes = len(dataset.classes)
         if len(labels) == 0:
@@ -517,14 +577,15 @@ class _HuangMetric(Metric):
             raise XaikitError(f"metric '{self.name}' needs every image labelled with one of the {classes} classes")
         device = resolve_device(self.device)
         mode = self._mode(explainer)
+        frame = explainer_frame(explainer, self.grid, self.name)
         layout: _Layout | None = None
         hits, visible = [], []
         for start in range(0, len(labels), self.batch_size):
             samples = [dataset[index] for index in range(start, min(start + self.batch_size, len(labels)))]
-            images, keypoints, batch_visible = (tensor.to(device) for tensor in prepare_batch(samples, self.grid))
+            images, keypoints, batch_visible = (tensor.to(device) for tensor in prepare_batch(samples, self.grid, frame.size))
             batch_labels = labels[start : start + len(samples)].to(device)
             per_variant = []
-            for inputs in variants(images):
+            for inputs in variants(images, frame):
                 maps = checked_concept_maps(explainer, inputs).to(device)
                 if layout is None:
                     layout = self._layout(mode, maps.shape[1], classes)
@@ -533,7 +594,7 @@ class _HuangMetric(Metric):
             hits.append(torch.stack(per_variant))
             visible.append(batch_visible.cpu())
         assert layout is not None
-        return _Scan(labels, torch.cat(visible), torch.cat(hits, dim=1), layout)
+        return _Scan(labels, torch.cat(visible), torch.cat(hits, dim=1), layout, frame)
 
     def _details(
         self, scan: _Scan, unit_class: torch.Tensor, unit_concept: torch.Tensor, dataset: Dataset, per_unit: list[dict[str, Any]]
@@ -546,6 +607,7 @@ class _HuangMetric(Metric):
             "classes": int(unit_class.unique().numel()),
             "prototypes_per_class": scan.layout.per_class,
             "concepts_scored": len(scan.layout.concepts),
+            "input_size": list(scan.frame.size),
             "options": self.options,
             "per_unit": [
                 {"class": c, "class_name": str(dataset.classes[c]), "concept": k, **extra}
@@ -557,8 +619,9 @@ class _HuangMetric(Metric):
 class Consistency(_HuangMetric):
     """Consistency score of Huang et al. (ICCV 2023): share of concepts that keep hitting the same part.
 
-    Each test image is cropped to its box and resized to ``grid x grid``; each concept map is
-    upsampled to that grid and a ``2 * half_size`` box around its peak is its activated region. A
+    Each test image is cropped to its box and resized straight to the explainer's input size (its
+    :attr:`~xaikit.Explainer.preprocessing`); each concept map is upsampled to the ``grid x grid``
+    frame and a ``2 * half_size`` box around its peak is its activated region. A
     unit (class, concept) is consistent when, for some part, the region holds that part's keypoint in
     at least ``mu`` of the class's images where the part is visible. Score: ``100 x`` the share of
     consistent units. Reference: hqhQAQ/EvalProtoPNet, ``evaluate_consistency``.
@@ -577,7 +640,8 @@ class Consistency(_HuangMetric):
 
     Raises:
         XaikitError: for an option out of range (including a ``half_size`` that does not fit the grid),
-            or a concept count that does not fit the mode.
+            a concept count that does not fit the mode, or an explainer whose backbone crops the
+            centre of its input (:func:`explainer_frame`).
     """
 
     name = "consistency"
@@ -603,7 +667,7 @@ class Consistency(_HuangMetric):
 
     def evaluate(self, explainer: Explainer, dataset: Dataset) -> MetricResult:
         """Consistency of ``explainer``'s concepts on ``dataset`` (uncropped samples with boxes and keypoints)."""
-        scan = self._scan(explainer, dataset, lambda images: [images])
+        scan = self._scan(explainer, dataset, lambda images, frame: [images])
         unit_class, unit_slot, unit_concept = scan.layout.units(scan.labels.unique())
         scores = consistency_from_hits(scan.hits[0], scan.visible, scan.labels, unit_class, unit_slot, self.mu)
         best_ratio, best_part = scores.ratios.max(dim=1)
@@ -619,8 +683,8 @@ class Stability(_HuangMetric):
     """Stability score of Huang et al. (ICCV 2023): share of images whose part hits survive small noise.
 
     Same regions and part hits as :class:`Consistency`, computed on the clean images and on the
-    images plus Gaussian noise ``N(0, noise_std^2)`` clipped to ``+-noise_clip`` in normalised
-    (ImageNet mean/std) units. A unit's stability is the share of its class's images whose part-hit
+    images plus Gaussian noise ``N(0, noise_std^2)`` clipped to ``+-noise_clip``, i.i.d. per element
+    of the explainer's normalised model input. A unit's stability is the share of its class's images whose part-hit
     vector is unchanged. Score: ``100 x`` the mean over units, averaged over ``draws`` noise draws.
     Reference: hqhQAQ/EvalProtoPNet, ``evaluate_stability`` and ``perturb_img``.
 
@@ -667,8 +731,9 @@ class Stability(_HuangMetric):
         """Stability of ``explainer``'s concepts on ``dataset`` (uncropped samples with boxes and keypoints)."""
         generator = None if self.seed is None else torch.Generator().manual_seed(self.seed)
 
-        def variants(images: torch.Tensor) -> list[torch.Tensor]:
-            return [images, *(perturb(images, self.noise_std, self.noise_clip, generator) for _ in range(self.draws))]
+        def variants(images: torch.Tensor, frame: Frame) -> list[torch.Tensor]:
+            noisy = (perturb(images, self.noise_std, self.noise_clip, generator, frame.std) for _ in range(self.draws))
+            return [images, *noisy]
 
         scan = self._scan(explainer, dataset, variants)
         unit_class, unit_slot, unit_concept = scan.layout.units(scan.labels.unique())

@@ -16,7 +16,10 @@ from xaikit.errors import XaikitError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MODES = ("squash", "center-crop")
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "pil-bilinear")
+"""``pil-bilinear`` resizes ``uint8`` images with PIL's bilinear filter, as torchvision's
+``Resize`` does on PIL images (KLC's reference notebook), rounding to ``uint8`` before scaling to
+``[0, 1]``; float tensors have no PIL image and get torch's antialiased bilinear."""
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,8 @@ class Preprocess:
             ``"squash"`` resizes straight to ``size`` without keeping the aspect ratio (KLC's
             reference code: ``Resize((224, 224))``).
         crop_pct: fraction of the resized shorter side kept by ``"center-crop"``.
-        interpolation: ``"bilinear"``, ``"bicubic"`` (antialiased when shrinking) or ``"nearest"``.
+        interpolation: ``"bilinear"``, ``"bicubic"`` (antialiased when shrinking), ``"nearest"`` or
+            ``"pil-bilinear"`` (see :data:`INTERPOLATIONS`).
         mean: per-channel mean subtracted after scaling to ``[0, 1]``.
         std: per-channel standard deviation divided by.
     """
@@ -98,9 +102,27 @@ class Preprocess:
         """Preprocess one RGB ``(H, W, 3)`` ``uint8`` image to ``(3, size[0], size[1])``."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise XaikitError(f"expected an RGB image (H, W, 3) uint8, got {image.shape} {image.dtype}")
+        if self.interpolation == "pil-bilinear":
+            pixels = torch.from_numpy(np.array(self._pil_resize(image))).permute(2, 0, 1)[None].float() / 255
+            return self._normalise(pixels)[0]
         writable = image if image.flags.writeable and image.flags.c_contiguous else np.array(image)
         pixels = torch.from_numpy(writable).permute(2, 0, 1)[None].float() / 255
         return self._normalise(self._resize(pixels))[0]
+
+    def _pil_resize(self, image: np.ndarray) -> np.ndarray:
+        """Resize (and centre-crop) a ``uint8`` ``(H, W, 3)`` image with PIL's bilinear filter: ``(size[0], size[1], 3)`` ``uint8``."""
+        from PIL import Image
+
+        height, width = image.shape[:2]
+        target = self.size if self.mode == "squash" else self._resized_size(height, width)
+        resized = np.asarray(Image.fromarray(image).resize((target[1], target[0]), Image.BILINEAR))
+        top, left = (target[0] - self.size[0]) // 2, (target[1] - self.size[1]) // 2
+        return resized[top : top + self.size[0], left : left + self.size[1]]
+
+    def _resized_size(self, height: int, width: int) -> tuple[int, int]:
+        """``(H, W)`` of an image of ``height x width`` after the ``center-crop`` mode's resize, before its crop."""
+        scale = int(min(self.size) / self.crop_pct) / min(height, width)
+        return max(round(height * scale), self.size[0]), max(round(width * scale), self.size[1])
 
     def resize_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """Bring per-pixel label maps into the model input frame, nearest-neighbour.
@@ -166,9 +188,7 @@ class Preprocess:
         height, width = pixels.shape[-2:]
         if self.mode == "squash":
             return self._interpolate(pixels, self.size)
-        shorter = int(min(self.size) / self.crop_pct)
-        scale = shorter / min(height, width)
-        resized = self._interpolate(pixels, (max(round(height * scale), self.size[0]), max(round(width * scale), self.size[1])))
+        resized = self._interpolate(pixels, self._resized_size(height, width))
         top = (resized.shape[-2] - self.size[0]) // 2
         left = (resized.shape[-1] - self.size[1]) // 2
         return resized[..., top : top + self.size[0], left : left + self.size[1]]
@@ -178,7 +198,8 @@ class Preprocess:
             return pixels
         if self.interpolation == "nearest":
             return F.interpolate(pixels, size=size, mode="nearest-exact")
-        resized = F.interpolate(pixels, size=size, mode=self.interpolation, align_corners=False, antialias=True)
+        mode = "bilinear" if self.interpolation == "pil-bilinear" else self.interpolation
+        resized = F.interpolate(pixels, size=size, mode=mode, align_corners=False, antialias=True)
         return resized.clamp_(0, 1)  # bicubic overshoots
 
     def denormalise(self, pixels: torch.Tensor) -> torch.Tensor:

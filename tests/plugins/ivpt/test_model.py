@@ -7,6 +7,8 @@ import torch
 
 from xaikit.errors import XaikitError
 from xaikit.testing import demo_backbone
+from xaikit_ivpt.geometry import Affine
+from xaikit_ivpt.losses import LossOptions, LossWeights
 from xaikit_ivpt.model import IVPTModel, aggregate_regions, concept_regions, layer_names
 
 
@@ -139,21 +141,80 @@ def test_heads_shared_and_per_concept(backbone, pixels):
     torch.testing.assert_close(shared(pixels).logits, per_concept(pixels).logits, atol=1e-5, rtol=1e-5)
 
 
-def test_gradients_reach_every_trainable_parameter_and_not_the_frozen_vit(backbone, pixels):
-    model = make(backbone)
+@pytest.mark.parametrize("train_prompt_norm", [False, True])
+def test_gradients_reach_every_trainable_parameter_and_not_the_frozen_vit(backbone, pixels, train_prompt_norm):
+    model = make(backbone, train_prompt_norm=train_prompt_norm)
     output = model(pixels, grouping="gumbel")
     (output.logits.sum() + sum(m.pow(2).sum() for m in output.maps + output.fused)).backward()
-    missing = [name for name, parameter in model.named_parameters() if parameter.grad is None or not bool(parameter.grad.abs().sum() > 0)]
+    trainable = [(name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad]
+    missing = [name for name, parameter in trainable if parameter.grad is None or not bool(parameter.grad.abs().sum() > 0)]
     assert not missing, f"no gradient for {missing}"
+    frozen = {name for name, parameter in model.named_parameters() if not parameter.requires_grad}
+    assert frozen == (set() if train_prompt_norm else {name for name, _ in model.named_parameters() if name.startswith("prompt_norm")})
     assert all(parameter.grad is None for parameter in backbone.model.parameters())
 
 
-def test_parameter_groups_split_tokens_from_heads(backbone):
-    model = make(backbone)
+@pytest.mark.parametrize("train_prompt_norm", [False, True])
+def test_parameter_groups_split_tokens_from_heads(backbone, train_prompt_norm):
+    """The reference leaves the prompt LayerNorm out of every optimiser group: it stays the identity."""
+    model = make(backbone, train_prompt_norm=train_prompt_norm)
     slow, fast = model.parameter_groups(2e-4, 1e-2)
     assert slow["lr"] == 2e-4 and fast["lr"] == 1e-2
-    assert len(slow["params"]) + len(fast["params"]) == len(list(model.parameters()))
+    norm = {id(p) for p in model.prompt_norm.parameters()}
+    grouped = {id(p) for p in slow["params"] + fast["params"]}
+    assert bool(norm & grouped) is train_prompt_norm
+    assert grouped | norm == {id(p) for p in model.parameters()}
     assert any(p is model.pos_embed for p in slow["params"]) and any(p is model.head for p in fast["params"])
+
+
+def test_initialisation_of_head_and_prompt_layers(backbone):
+    """Reference: trunc_normal(std=0.02) weights and zero biases; ``pytorch``: nn.Linear's Kaiming-uniform."""
+    reference, plain = make(backbone, head="per-concept"), make(backbone, init="pytorch", head="per-concept")
+    for weight in (reference.head.detach(), *(linear.weight.detach() for linear in reference.prompt_linear)):
+        assert abs(float(weight.std()) - 0.02) < 0.002 and float(weight.abs().max()) < 0.02 * 6
+    assert all(float(linear.bias.detach().abs().sum()) == 0 for linear in reference.prompt_linear)
+    bound = 128**-0.5  # Kaiming-uniform with a = sqrt(5): U(-1/sqrt(fan_in), 1/sqrt(fan_in)), std bound / sqrt(3)
+    head = plain.head.detach()
+    assert abs(float(head.std()) - bound / 3**0.5) < 0.005 and float(head.abs().max()) <= bound
+    assert float(plain.prompt_linear[0].bias.detach().abs().sum()) > 0
+    with pytest.raises(XaikitError, match="init"):
+        make(backbone, init="xavier")
+
+
+def empty_foreground(model, pixels):
+    """``(B, n - 1)`` bool: the foreground regions of the first prototype set that no patch wins."""
+    with torch.no_grad():
+        maps = model(pixels, until=0).maps[0]
+    return torch.nn.functional.one_hot(maps.flatten(2).argmax(1), maps.shape[1]).sum(1)[:, :-1] == 0
+
+
+@pytest.mark.parametrize("empty_regions", ["uniform", "grouping"])
+def test_a_region_no_patch_wins_gets_uniform_grouping_weights(backbone, pixels, empty_regions):
+    model = make(backbone, empty_regions=empty_regions).eval()
+    empty = empty_foreground(model, pixels)
+    assert empty.any() and not empty.all(), "17 random prototypes on 196 patches leave some regions empty"
+    with torch.no_grad():
+        weights = model(pixels).grouping[0]
+        of_zero = torch.softmax(model.grouping[0].bias, dim=-1)  # the grouping layer on the zero region feature
+    expected = torch.full((4,), 0.25) if empty_regions == "uniform" else of_zero
+    torch.testing.assert_close(weights[empty], expected.expand(int(empty.sum()), 4))
+    assert not torch.allclose(weights[~empty], torch.full_like(weights[~empty], 0.25))
+    with pytest.raises(XaikitError, match="empty_regions"):
+        make(backbone, empty_regions="zero")
+
+
+@pytest.mark.parametrize(("prompt_regions", "reaches"), [("detached", False), ("attached", True)])
+def test_prompt_regions_are_pooled_from_detached_maps_and_tokens(backbone, pixels, prompt_regions, reaches):
+    """Reference: the prompts' region features come from detached maps and tokens, so the logits'
+    gradient never reaches a prototype set through its prompts (only through its own maps)."""
+    model = make(backbone, prompt_regions=prompt_regions)
+    logits = model(pixels).logits
+    gradient = torch.autograd.grad(logits.sum(), [model.prototypes[0], model.bias[0]], allow_unused=True)
+    assert all((g is not None and bool(g.abs().sum() > 0)) is reaches for g in gradient)
+    with torch.no_grad():
+        torch.testing.assert_close(model(pixels).logits, make(backbone, prompt_regions="attached")(pixels).logits)
+    with pytest.raises(XaikitError, match="prompt_regions"):
+        make(backbone, prompt_regions="both")
 
 
 @pytest.mark.parametrize(
@@ -198,3 +259,30 @@ def test_register_tokens_and_unembedded_prefix_of_dinov2_with_registers():
     assert model.reg_token is not None and tuple(model.reg_token.shape) == (1, 4, 32)
     full = IVPTModel(vit, (4, 4), 3, prototypes=(5, 4, 3))(pixels)
     assert tuple(full.logits.shape) == (2, 3) and [tuple(m.shape) for m in full.maps] == [(2, n, 4, 4) for n in (5, 4, 3)]
+
+
+@pytest.mark.parametrize(("target", "reaches"), [("detached", False), ("attached", True)])
+def test_the_consistency_target_is_detached_as_in_the_reference(backbone, pixels, target, reaches):
+    """Reference: KL(final.detach() || fused), so the consistency term never moves the final prototypes."""
+    from xaikit_ivpt.objective import loss_terms
+
+    model = make(backbone)
+    only = LossWeights(ce=0, presence=0, background=0, equivariance=0, entropy=0, tv=0, orthogonality=0)
+    terms = loss_terms(model, pixels, torch.zeros(3, dtype=torch.long), only, Affine(0.0, (0.0, 0.0), 1.0), "softmax",
+                       LossOptions(consistency_target=target))
+    assert set(terms) == {"consistency"}
+    final, fused = torch.autograd.grad(terms["consistency"], [model.prototypes[-1], model.prototypes[0]], allow_unused=True)
+    assert (final is not None and bool(final.abs().sum() > 0)) is reaches
+    assert fused is not None and bool(fused.abs().sum() > 0), "the fused maps always move"
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("empty_regions", "zero"), ("prompt_regions", "both"), ("train_prompt_norm", "yes"), ("init", "xavier"),
+     ("consistency_target", "frozen"), ("tv_normalisation", "sum"), ("background_mask", "ring"), ("equivariance_mask", 1)],
+)
+def test_the_explainer_refuses_a_bad_reference_option_before_training(option, value):
+    from xaikit_ivpt.explainer import IVPT
+
+    with pytest.raises(XaikitError, match=option):
+        IVPT(**{option: value})

@@ -167,3 +167,22 @@ def test_nearest_prototype_baseline(birds):
     explanation = baseline.explain(test)
     assert torch.equal(explanation.scores.argmax(dim=1), explanation.predictions)
     assert all(d["prototype"]["label"] == int(p) for d, p in zip(explanation.details, explanation.predictions, strict=True))
+
+
+def test_notebook_preprocessing(birds):
+    """preprocessing=notebook: PIL bilinear squash on a copy of the backbone, floor-nearest maps, mirrored tokens."""
+    train, test = birds
+    backbone = xaikit.create("backbone", "demo-vit", resize="squash")
+    notebook = KLC(backbone=backbone, preprocessing="notebook", cache=False).fit(train)
+    assert notebook.backbone is not backbone and notebook.backbone.model is backbone.model
+    assert notebook.backbone.preprocessing.interpolation == "pil-bilinear" and backbone.preprocessing.interpolation == "bicubic"
+    assert notebook.backbone.cache_namespace != backbone.cache_namespace, "cached features of the two never mix"
+    default = KLC(backbone=backbone, cache=False).fit(train)
+    mine, theirs = default.explain(test[:4]), notebook.explain(test[:4])
+    assert mine.scores.shape == theirs.scores.shape
+    first = [match["similarity"] for match in mine.details[0]["matches"]]
+    assert first != [match["similarity"] for match in theirs.details[0]["matches"]], "other descriptors"
+    with pytest.raises(XaikitError, match="build the backbone with resize=squash"):
+        KLC(preprocessing="notebook")  # demo-vit resizes and centre-crops by default
+    with pytest.raises(XaikitError, match="preprocessing"):
+        KLC(preprocessing="skimage")

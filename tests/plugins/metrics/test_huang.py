@@ -12,15 +12,17 @@ import pytest
 import torch
 
 import xaikit
-from xaikit.backbones.preprocess import IMAGENET_STD
+from xaikit.backbones.preprocess import IMAGENET_STD, Preprocess
 from xaikit.errors import CapabilityError, UnknownOptionError, XaikitError
 from xaikit.interfaces import Capability, Dataset, Explainer
 from xaikit.types import Explanation, Sample
 from xaikit_metrics.huang import (
     Consistency,
+    Frame,
     Stability,
     class_prototypes,
     consistency_from_hits,
+    explainer_frame,
     keypoints_to_grid,
     part_hits,
     peak_boxes,
@@ -97,6 +99,21 @@ class MapsExplainer(Explainer):
 
 class PlainExplainer(MapsExplainer):
     capabilities = frozenset({Capability.PREDICTIONS})
+
+
+class Backbone:
+    """Stands in for a ViT backbone: only its preprocessing is read."""
+
+    def __init__(self, preprocessing: Preprocess) -> None:
+        self.preprocessing = preprocessing
+
+
+class SizedExplainer(MapsExplainer):
+    """A :class:`MapsExplainer` whose model reads ``preprocessing`` input, like IVPT at 518 pixels."""
+
+    def __init__(self, maps: Callable[[torch.Tensor], torch.Tensor], preprocessing: Preprocess) -> None:
+        super().__init__(maps)
+        self.backbone = Backbone(preprocessing)
 
 
 # ---------------------------------------------------------------- hand-worked fixture
@@ -555,3 +572,71 @@ def test_created_through_the_registry():
     assert consistency.requires == frozenset({Capability.CONCEPT_MAPS})
     with pytest.raises(UnknownOptionError, match="has no option 'half'"):
         xaikit.create("metric", "consistency", half=36)
+
+
+# ---------------------------------------------------------------- each explainer's own input
+#
+# The reference (EvalProtoPNet's get_corresponding_object_parts, as IVPT runs it at 518) crops the box,
+# applies transforms.Resize((S, S)) (PIL bilinear), ToTensor, Normalize(mean, std), and for stability
+# perturb_img: noise N(0, 0.2^2) clipped to +-0.25, i.i.d. per element of that normalised (3, S, S) tensor.
+# Only the keypoints and peaks use the 224 grid.
+
+WIDE = Preprocess(size=(70, 70), mode="center-crop", crop_pct=1.0, mean=(0.5, 0.4, 0.3), std=(0.5, 0.25, 0.1))
+
+
+def reference_input(sample: Sample, size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """The reference's clean model input for one uncropped sample: crop, PIL Resize((S, S)), ToTensor, Normalize."""
+    from PIL import Image
+
+    x, y, w, h = (float(v) for v in sample.bbox)
+    crop = Image.fromarray(sample.image).crop((int(x), int(y), int(x + w), int(y + h))).resize((size, size), Image.BILINEAR)
+    pixels = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255).permute(2, 0, 1)
+    return (pixels - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+
+
+def test_the_explainer_receives_the_box_crop_at_its_own_input_size():
+    explainer = SizedExplainer(bright_and_flat, WIDE)
+    result = Consistency(mode="class-agnostic", device="cpu")(explainer, birds())
+    assert result.details["input_size"] == [70, 70]
+    (received,) = explainer.received
+    assert received.shape == (5, 3, 70, 70), "resized straight to the model's 70 pixels, not to the 224 grid"
+    model_input = WIDE(received)
+    mean, std = torch.tensor(WIDE.mean).view(1, 3, 1, 1), torch.tensor(WIDE.std).view(1, 3, 1, 1)
+    torch.testing.assert_close(model_input, (received - mean) / std)  # the backbone resizes nothing more
+    for image, sample in zip(model_input, birds().samples, strict=True):
+        expected = reference_input(sample, 70, WIDE.mean, WIDE.std)
+        assert (image - expected).abs().mean() < 0.02  # torch's antialiased bilinear against PIL's, normalised units
+    # The maps (16 x 16 here) cover the whole crop and are scored on the 224 grid: the same result as at 224.
+    assert result.value == Consistency(mode="class-agnostic", device="cpu")(MapsExplainer(bright_and_flat), birds()).value
+
+
+def test_stability_noise_is_iid_on_the_explainers_normalised_input():
+    """The noise the model sees is N(0, 0.2^2) clipped to 0.25 per element of its own input: not smoothed, not weakened."""
+    explainer = SizedExplainer(bright_and_flat, WIDE.replace(size=(96, 96)))
+    result = Stability(mode="class-agnostic", seed=0, device="cpu", batch_size=8)(explainer, lattice_birds(8))
+    clean, noisy = explainer.received
+    assert clean.shape == noisy.shape == (8, 3, 96, 96)
+    noise = WIDE.replace(size=(96, 96))(noisy) - WIDE.replace(size=(96, 96))(clean)  # in the explainer's normalised units
+    assert noise.abs().max().item() == pytest.approx(0.25, abs=1e-5)
+    clipped = (torch.randn(10**6, generator=torch.Generator().manual_seed(1)) * 0.2).clamp(-0.25, 0.25)
+    assert noise.std().item() == pytest.approx(clipped.std().item(), abs=2e-3)  # 0.163, not the 0.132 of noise resized
+    neighbours = torch.corrcoef(torch.stack([noise[..., :-1].flatten(), noise[..., 1:].flatten()]))[0, 1]
+    assert abs(neighbours.item()) < 0.02  # i.i.d.: noise drawn at 224 and upsampled correlates at 0.76
+    assert result.details["input_size"] == [96, 96]
+
+
+def test_a_squashing_backbone_and_the_default_frame():
+    squash = SizedExplainer(bright_and_flat, WIDE.replace(mode="squash", size=(48, 64), crop_pct=0.5))
+    assert explainer_frame(squash, GRID) == Frame((48, 64), (0.5, 0.25, 0.1))
+    assert explainer_frame(MapsExplainer(bright_and_flat), GRID) == Frame((GRID, GRID), IMAGENET_STD)
+    Consistency(mode="class-agnostic", device="cpu")(squash, birds())
+    assert squash.received[0].shape == (5, 3, 48, 64)
+
+
+def test_a_backbone_that_crops_the_centre_is_refused():
+    cropping = SizedExplainer(bright_and_flat, WIDE.replace(crop_pct=0.875))
+    for metric in (Consistency(mode="class-agnostic", device="cpu"), Stability(mode="class-agnostic", device="cpu")):
+        with pytest.raises(XaikitError, match=r"keeps only the centre 0.875 of its input; build the backbone with crop_pct=1") as error:
+            metric(cropping, birds())
+        assert str(error.value).count(". ") == 0
+    assert not cropping.received, "refused before any image is explained"
