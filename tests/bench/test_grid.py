@@ -80,3 +80,14 @@ def test_a_foreign_grid_json_is_never_overwritten(tiny_birds, tmp_path, capsys):
     code = main(["bench", "--data-root", str(tiny_birds), "--grid", "k=1,3", "--overwrite", "--out", str(tmp_path / "mine")])
     assert code == 2 and "not a grid record xaikit wrote" in capsys.readouterr().err
     assert (tmp_path / "mine" / "grid.json").read_text() == '{"my": "data"}'
+
+
+def test_the_readmes_klc_table_experiment_names_its_seven_runs():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    axes, runs = read_grid_file(root / "docs" / "examples" / "klc-synthetic-birds.toml")
+    named = dict(expand(BenchConfig(), axes, runs))
+    readme = (root / "README.md").read_text()
+    assert len(named) == 7 and all(f"| `{name}`" in readme for name in named)
+    assert named["klc-k5"].k == 5 and named["nearest-prototype-full-frames"].explainer == "nearest-prototype"
