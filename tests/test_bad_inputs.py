@@ -191,6 +191,14 @@ def test_a_symlink_out_of_the_root_is_refused(capsys, cub, tmp_path):
     assert code == 2 and "outside the dataset root" in err
 
 
+def test_a_symlink_loop_is_refused_in_one_sentence(capsys, cub, tmp_path):
+    _, first = split_images(cub)[0]
+    first.unlink()
+    first.symlink_to(first)
+    code, err = bench(capsys, cub, tmp_path / "run", "--limit", "2")
+    assert code == 2 and str(first.name) in err
+
+
 def test_a_symlinked_root_is_followed(capsys, cub, tmp_path):
     link = tmp_path / "linked"
     link.symlink_to(cub, target_is_directory=True)

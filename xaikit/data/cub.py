@@ -110,7 +110,7 @@ def _positive(text: str) -> float:
 def _relative_path(text: str) -> str:
     """A path under ``images/``: relative, with no ``..`` part (symlinks are checked when the file is opened)."""
     path = PurePosixPath(text.replace("\\", "/"))
-    if path.is_absolute() or PureWindowsPath(text).drive or ".." in path.parts:
+    if "\x00" in text or path.is_absolute() or PureWindowsPath(text).drive or ".." in path.parts:
         raise _FieldError(f"{text} is not a path inside images/")
     return text
 
@@ -284,7 +284,10 @@ class CUBDataset(Dataset):
             DatasetError: naming the path and where it leads.
         """
         path = self.root / folder / relative
-        resolved = path.resolve()
+        try:
+            resolved = path.resolve()
+        except (OSError, RuntimeError, ValueError) as error:  # a loop of symlinks, a name the file system refuses
+            raise DatasetError(f"{path} cannot be resolved: {error}") from None
         if not resolved.is_relative_to(self.root.resolve()):
             raise DatasetError(
                 f"{path} leads to {resolved}, outside the dataset root {self.root}; xaikit reads only files inside the root "
