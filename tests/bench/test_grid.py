@@ -91,3 +91,16 @@ def test_the_readmes_klc_table_experiment_names_its_seven_runs():
     readme = (root / "README.md").read_text()
     assert len(named) == 7 and all(f"| `{name}`" in readme for name in named)
     assert named["klc-k5"].k == 5 and named["nearest-prototype-full-frames"].explainer == "nearest-prototype"
+
+
+def test_a_grid_without_matplotlib_keeps_its_runs_and_says_why_there_is_no_report(tiny_birds, tmp_path, capsys, monkeypatch):
+    import xaikit.compare.plots as plots
+    from xaikit.errors import MissingDependencyError
+
+    def missing() -> None:
+        raise MissingDependencyError("xaikit compare draws its plots with matplotlib, which is not installed; pip install 'xaikit[plot]'")
+
+    monkeypatch.setattr(plots, "require_matplotlib", missing)
+    assert main(["bench", "--data-root", str(tiny_birds), "--limit", "2", "--device", "cpu", "--grid", "k=1,3", "--out", str(tmp_path / "grid")]) == 0
+    assert "no comparison report" in capsys.readouterr().out and not (tmp_path / "grid" / "comparison").exists()
+    assert (tmp_path / "grid" / "k=3" / "summary.json").exists()

@@ -218,9 +218,13 @@ def _run_grid(args: argparse.Namespace) -> int:
     compared = ""
     if len(runs) > 1:
         from xaikit.cli.compare import report
+        from xaikit.errors import MissingDependencyError
 
-        report([parent / name for name, _ in runs], parent / "comparison", resamples=base.bootstrap, seed=base.seed, show=False)
-        compared = f" and their comparison (paired tests, per-class accuracy, plots) in {escape(str(parent / 'comparison'))}/comparison.html"
+        try:
+            report([parent / name for name, _ in runs], parent / "comparison", resamples=base.bootstrap, seed=base.seed, show=False)
+            compared = f" and their comparison (paired tests, per-class accuracy, plots) in {escape(str(parent / 'comparison'))}/comparison.html"
+        except MissingDependencyError as error:  # the runs are done; only the report needs the plot extra
+            compared = f"; no comparison report: {escape(str(error))}"
     stdout.print(f"wrote {len(runs)} runs and grid.json under {escape(str(parent))}{compared}")
     return 0
 
