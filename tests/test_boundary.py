@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,6 +68,8 @@ class NaNAccuracy(PredictionMetric):
             raise ZeroDivisionError("division by zero")
         if self.fault == "tensor":
             return MetricResult(self.name, 1.0, True, {"per_class": torch.ones(2)})
+        if self.fault == "numpy":
+            return MetricResult(self.name, np.float32(50.0), True)
         return MetricResult(self.name, float("nan"), True)
 
 
@@ -193,3 +196,10 @@ def test_a_copy_of_a_guarded_component_is_guarded_and_itself(third_party):
     assert len(segmenter.segment(tiny_samples(1))) == 1
     with pytest.raises(PluginContractError, match="used label 7"):
         clone.segment(tiny_samples(1))
+
+
+def test_a_numpy_scalar_value_is_a_finite_number_and_summary_json_takes_it(third_party, tiny_birds, tmp_path):
+    config = BenchConfig(data_root=str(tiny_birds), metrics=["nan-accuracy"], limit=2, device="cpu", options={"metric.nan-accuracy": {"fault": "numpy"}})
+    result = run_bench(config, tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["metrics"]["nan-accuracy"]["value"] == 50.0
+    assert result.summary["metrics"]["nan-accuracy"]["value"] == 50.0

@@ -237,7 +237,8 @@ def _summary(
         "skipped": skipped,
         "metrics": {
             result.name: {
-                "value": result.value, "higher_is_better": result.higher_is_better, "details": dict(result.details),
+                "value": None if result.value is None else float(result.value),  # a numpy scalar is checked finite, then a float
+                "higher_is_better": bool(result.higher_is_better), "details": dict(result.details),
                 **({"interval": intervals[result.name]} if result.name in intervals else {}),
             }
             for result in results
