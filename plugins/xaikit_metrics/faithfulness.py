@@ -138,6 +138,18 @@ def step_images(
     return torch.where(chosen, deletion_baseline, images), torch.where(chosen, images, insertion_baseline)
 
 
+DEFAULT_SIDE = 224
+"""The image side for an explainer that does not say what it takes (or takes a non-square input)."""
+
+
+def input_side(explainer: Explainer) -> int:
+    """The side of the square input ``explainer`` takes (its :attr:`~xaikit.Explainer.preprocessing`), else :data:`DEFAULT_SIDE`."""
+    preprocessing = explainer.preprocessing
+    if preprocessing is not None and preprocessing.size[0] == preprocessing.size[1]:
+        return int(preprocessing.size[0])
+    return DEFAULT_SIDE
+
+
 def curve_auc(scores: torch.Tensor) -> torch.Tensor:
     """Trapezoidal area under curves sampled at ``T + 1`` evenly spaced points of ``[0, 1]``: ``(..., T + 1)`` -> ``(...)``."""
     steps = scores.shape[-1] - 1
@@ -170,7 +182,9 @@ class Faithfulness(Metric):
     with a reason when the explainer is not differentiable or ``perturb_samples`` is 0).
 
     Args:
-        image_size: side of the square images the explainer receives.
+        image_size: side of the square images the explainer receives; ``None`` (the default): the
+            explainer's own input side (:attr:`~xaikit.Explainer.preprocessing`, when square), else 224,
+            so that pixels are deleted and inserted at the resolution the model sees.
         resize: ``"squash"`` (whole image, aspect not kept) or ``"center-crop"``.
         concepts: the channels whose maps make the evidence (leave out a background channel:
             ``[0, ..., 9]`` for IVPT); default all.
@@ -200,7 +214,7 @@ class Faithfulness(Metric):
     def __init__(
         self,
         *,
-        image_size: int = 224,
+        image_size: int | None = None,
         resize: str = "squash",
         concepts: list[int] | None = None,
         steps: int = 16,
@@ -227,7 +241,8 @@ class Faithfulness(Metric):
                 raise XaikitError(f"option concepts must be a non-empty list of channel indices, got {concepts!r}")
             for concept in concepts:
                 integer_option("concepts", concept, 0)
-        self.image_size = integer_option("image_size", image_size, 2)
+        self.image_size = None if image_size is None else integer_option("image_size", image_size, 2)
+        self.resize = resize
         self.concepts = None if concepts is None else list(concepts)
         self.steps = integer_option("steps", steps, 2)
         self.deletion_baseline = deletion_baseline
@@ -240,7 +255,6 @@ class Faithfulness(Metric):
         self.sensitivity_radius = number_option("sensitivity_radius", sensitivity_radius, 1e-9)
         self.batch_size = integer_option("batch_size", batch_size, 1)
         self.device = device
-        self.preprocess = Preprocess(size=(image_size, image_size), mode=resize, interpolation="bilinear", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
         self.options = {
             "image_size": image_size, "resize": resize, "concepts": self.concepts, "steps": steps,
             "deletion_baseline": deletion_baseline, "insertion_baseline": insertion_baseline, "blur_sigma": blur_sigma,
@@ -256,13 +270,15 @@ class Faithfulness(Metric):
         if len(dataset) == 0:
             raise XaikitError("metric 'faithfulness' got an empty dataset")
         device = resolve_device(self.device)
+        size = self.image_size or input_side(explainer)
+        preprocess = Preprocess(size=(size, size), mode=self.resize, interpolation="bilinear", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
         differentiable = Capability.DIFFERENTIABLE in explainer.capabilities
         skipped = self._captum_skipped(explainer, differentiable)
         batches, samples_seen = [], []
         for start in range(0, len(dataset), self.batch_size):
             indices = list(range(start, min(start + self.batch_size, len(dataset))))
             samples = [dataset[index] for index in indices]
-            images = self.preprocess([sample.image for sample in samples]).to(device)
+            images = preprocess([sample.image for sample in samples]).to(device)
             batches.append(self._batch(explainer, images, indices, differentiable, skipped is None))
             samples_seen.extend((index, sample.image_id, sample.label) for index, sample in zip(indices, samples, strict=True))
         curves = torch.cat([batch.curves for batch in batches], dim=1).double()  # (4, N, T + 1)
@@ -278,6 +294,7 @@ class Faithfulness(Metric):
             "captum_skipped": skipped,
             "scores_from": "forward" if differentiable else "explain",
             "images": len(predicted),
+            "image_size": size,
             "fractions": [t / self.steps for t in range(self.steps + 1)],
             "curves": {curve: values.mean(dim=0).tolist() for curve, values in zip(CURVES, curves, strict=True)},
             "per_image": [
@@ -299,7 +316,7 @@ class Faithfulness(Metric):
     def _batch(self, explainer: Explainer, images: torch.Tensor, indices: list[int], differentiable: bool, with_captum: bool) -> _Batch:
         """Curves and captum values of one batch of prepared ``(B, 3, S, S)`` images."""
         evidence = self._evidence(explainer, images)
-        pixels = self.image_size**2
+        pixels = images.shape[-2] * images.shape[-1]
         ranks = (
             evidence_ranks(evidence, self._keys(indices, pixels, stream=0).to(images.device)),
             self._keys(indices, pixels, stream=1).argsort(dim=1).to(images.device),  # a random permutation is a random rank

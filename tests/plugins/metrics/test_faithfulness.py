@@ -318,3 +318,21 @@ def test_created_through_the_registry():
     assert metric.requires == frozenset({Capability.CONCEPT_MAPS})
     with pytest.raises(UnknownOptionError, match="has no option 'step'"):
         xaikit.create("metric", "faithfulness", step=8)
+
+
+def test_images_are_perturbed_at_the_explainers_own_input_side_unless_told():
+    from xaikit.backbones.preprocess import Preprocess
+    from xaikit.testing import TinyDataset, ToyExplainer
+
+    class SidedToy(ToyExplainer):
+        @property
+        def preprocessing(self):
+            return Preprocess(size=(48, 48), mode="squash")
+
+    dataset = TinyDataset(per_class=3)
+    explainer = SidedToy().fit(dataset.split("train"))
+    test = dataset.split("test")
+    options = {"steps": 2, "perturb_samples": 0, "device": "cpu"}
+    assert xaikit.create("metric", "faithfulness", **options)(explainer, test).details["image_size"] == 48
+    assert xaikit.create("metric", "faithfulness", image_size=32, **options)(explainer, test).details["image_size"] == 32
+    assert xaikit.create("metric", "faithfulness", **options)(ToyExplainer().fit(dataset.split("train")), test).details["image_size"] == 224
