@@ -155,3 +155,12 @@ def test_a_run_is_read_without_being_modified(tmp_path):
     read_runs([tmp_path / "run"])
     assert {path.name: (path.read_bytes(), path.stat().st_mtime_ns) for path in (tmp_path / "run").iterdir()} == before
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["evaluated"] == 3
+
+
+def test_a_foreign_compare_json_is_never_overwritten(tmp_path):
+    from xaikit.compare.report import check_out
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "compare.json").write_text('{"mine": 1}')
+    with pytest.raises(XaikitError, match="compare.json, which is not a previous xaikit compare output"):
+        check_out(tmp_path / "out", [])

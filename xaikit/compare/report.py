@@ -40,20 +40,31 @@ def check_out(out: Path, runs: Sequence[Run]) -> None:
             raise XaikitError(f"--out {out} is inside run {run.path}, and xaikit compare never writes into a run; choose another --out")
     if not out.exists():
         return
-    foreign = sorted(set(entry.name for entry in out.iterdir()) - set(_previous(out)) - {MANIFEST})
+    ours = set(_previous(out)) | ({MANIFEST} if _is_manifest(out / MANIFEST) else set())
+    foreign = sorted({entry.name for entry in out.iterdir()} - ours)
     foreign = [name for name in foreign if not TEMPORARY.match(name)]
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise XaikitError(f"--out {out} holds {shown}, which is not a previous xaikit compare output; choose an empty or new folder")
 
 
+def _read_manifest(path: Path) -> dict | None:
+    """``compare.json`` if xaikit compare wrote it (it carries ``xaikit_compare``), else ``None``."""
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and "xaikit_compare" in manifest else None
+
+
+def _is_manifest(path: Path) -> bool:
+    return _read_manifest(path) is not None
+
+
 def _previous(out: Path) -> list[str]:
     """The files a previous comparison in ``out`` wrote, from its ``compare.json`` (none when there is none)."""
-    try:
-        manifest = json.loads((out / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return []
-    files = manifest.get("files") if isinstance(manifest, dict) and "xaikit_compare" in manifest else None
+    manifest = _read_manifest(out / MANIFEST)
+    files = manifest.get("files") if manifest is not None else None
     return [name for name in files if isinstance(name, str) and "/" not in name] if isinstance(files, list) else []
 
 
