@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from xaikit.data.cub import CUBDataset
@@ -43,5 +44,7 @@ def synthetic_birds(
     path = Path(root).expanduser() if root is not None else default_root(config)
     if not (path / "images.txt").exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+        images = classes * per_class
+        print(f"generating synthetic-birds ({images} images of {size} px) into {path}, once; later runs read it", file=sys.stderr, flush=True)
         write_synthetic_birds(path, config)
     return CUBDataset(path, split=split, crop_to_bbox=crop_to_bbox)

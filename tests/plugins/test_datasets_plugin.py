@@ -40,3 +40,12 @@ def test_cub_by_name_on_real_photographs(cub_mini):
 def test_cub_needs_a_root():
     with pytest.raises(xaikit.UnknownOptionError, match="dataset 'cub' needs the option 'root'"):
         xaikit.create("dataset", "cub")
+
+
+def test_generating_synthetic_birds_says_so_once(tmp_path, capsys):
+    import xaikit
+
+    xaikit.create("dataset", "synthetic-birds", root=tmp_path / "birds", classes=2, per_class=2, size=64)
+    assert "generating synthetic-birds (4 images of 64 px)" in capsys.readouterr().err
+    xaikit.create("dataset", "synthetic-birds", root=tmp_path / "birds", classes=2, per_class=2, size=64)
+    assert "generating" not in capsys.readouterr().err

@@ -201,11 +201,17 @@ def _train(args: argparse.Namespace, registry: Any, config: BenchConfig, distrib
     if distributed.writes:
         stderr.print(f"[dim]evaluating on {len(built.test)} test images[/]")
         accuracy = registry.create("metric", "accuracy")(built.explainer, built.test)
-        metrics = {"accuracy": accuracy.details, "train_seconds": round(seconds, 1), "last_epoch": history[-1] if history else None, "processes": distributed.world}
+        last = None if not history else {**_rounded(history[-1]), "epoch": int(history[-1]["epoch"]) + 1}  # epochs count from 1, as printed
+        metrics = {"accuracy": _rounded(accuracy.details), "train_seconds": round(seconds, 1), "last_epoch": last, "processes": distributed.world}
         write_json_atomically(Path(args.out) / METRICS, metrics)
         stdout.print(_table(args.out, history, accuracy.details))
     distributed.barrier()
     return 0
+
+
+def _rounded(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with floats rounded to 6 decimals (``95.2``, not ``95.19999999999999``)."""
+    return {key: round(value, 6) if isinstance(value, float) else value for key, value in values.items()}
 
 
 def _table(out: Path, history: list[dict[str, float]], accuracy: Mapping[str, Any]) -> Table:
