@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import torch
@@ -32,7 +33,8 @@ class NearestPrototype(Explainer):
         device: device of a backbone built from its name.
         batch_size: images per forward pass.
         cache: cache features on disk.
-        progress: show progress bars while fitting.
+        progress: show progress bars while fitting (feature extraction of the training split); ``None``
+            (the default): when standard error is a terminal. Never recorded in a run's configuration.
     """
 
     def __init__(
@@ -45,7 +47,7 @@ class NearestPrototype(Explainer):
         device: str = "auto",
         batch_size: int = 32,
         cache: bool = True,
-        progress: bool = False,
+        progress: bool | None = None,
     ) -> None:
         from xaikit import get_registry
 
@@ -58,7 +60,7 @@ class NearestPrototype(Explainer):
         self.seed = seed
         self.batch_size = batch_size
         self.cache = cache
-        self.progress = progress
+        self.progress = sys.stderr.isatty() if progress is None else bool(progress)
         self.classes: tuple[str, ...] = ()
         self.index: PrototypeIndex | None = None
 

@@ -17,6 +17,7 @@ Where the paper and the reference code differ, both are options (``k``, ``label_
 
 from __future__ import annotations
 
+import sys
 import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -160,7 +161,8 @@ class KLC(Explainer):
         device: device of a backbone built from its name.
         batch_size: images per backbone forward pass.
         cache: cache features (and, for segmenters with a fingerprint, prototype parts) on disk.
-        progress: show progress bars while fitting.
+        progress: show progress bars while fitting (feature extraction of the training split); ``None``
+            (the default): when standard error is a terminal. Never recorded in a run's configuration.
     """
 
     concept_mode: ClassVar[str] = "class-agnostic"  # one concept per part name of the segmenter's vocabulary, shared by every class
@@ -182,7 +184,7 @@ class KLC(Explainer):
         device: str = "auto",
         batch_size: int = 32,
         cache: bool = True,
-        progress: bool = False,
+        progress: bool | None = None,
     ) -> None:
         from xaikit import get_registry
 
@@ -211,7 +213,7 @@ class KLC(Explainer):
         self.seed = int(seed)
         self.batch_size = int(batch_size)
         self.cache = bool(cache)
-        self.progress = bool(progress)
+        self.progress = sys.stderr.isatty() if progress is None else bool(progress)
         pixel_concepts = not (self.segmenter.joint or self.segmenter.needs_annotations)
         self.capabilities = frozenset({Capability.PREDICTIONS} | ({Capability.CONCEPT_MAPS} if pixel_concepts else set()))
         self.classes: tuple[str, ...] = ()

@@ -157,3 +157,9 @@ def test_random_metrics_are_seeded_with_the_run_seed(tiny_birds, tmp_path):
     assert recorded["seed"] == 31 and recorded["device"] == "cpu"
     assert (tmp_path / "a" / "summary.json").read_bytes() == (tmp_path / "b" / "summary.json").read_bytes()
     assert first.summary == second.summary
+
+
+def test_presentation_options_are_not_part_of_the_configuration(tiny_birds, tmp_path):
+    result = run_bench(config(tiny_birds, options={"explainer": {"progress": True}}), tmp_path / "run")
+    recorded = json.loads((result.path / "config.json").read_text())["components"]["explainer"]["options"]
+    assert "progress" not in recorded and recorded["k"] == 3

@@ -107,8 +107,15 @@ def split_options(pairs: dict[str, Any], metrics: list[str]) -> dict[str, dict[s
     return routed
 
 
+PRESENTATION_OPTIONS = ("progress",)
+"""Options that change only what is shown, never a result: left out of ``config.json`` (and so of resume checks)."""
+
+
 def resolved_options(factory: Any, given: dict[str, Any]) -> dict[str, Any]:
-    """``given`` plus the factory's JSON-serialisable defaults: what the component was really built with."""
+    """``given`` plus the factory's JSON-serialisable defaults: what the component was really built with.
+
+    :data:`PRESENTATION_OPTIONS` are left out: showing a progress bar does not change what a run computes.
+    """
     try:
         parameters = inspect.signature(factory).parameters.values()
     except (TypeError, ValueError):
@@ -121,7 +128,7 @@ def resolved_options(factory: Any, given: dict[str, Any]) -> dict[str, Any]:
             options[parameter.name] = parameter.default
     for key, value in given.items():
         options[key] = value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else type(value).__name__
-    return json.loads(json.dumps(options))
+    return json.loads(json.dumps({key: value for key, value in options.items() if key not in PRESENTATION_OPTIONS}))
 
 
 def environment() -> dict[str, str]:
