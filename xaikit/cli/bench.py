@@ -152,9 +152,7 @@ def _table(result: BenchResult) -> Table:
     for metric in result.metrics:
         extra = ", ".join(f"{key} {value:.2f}" for key, value in metric.details.items() if isinstance(value, float))
         value = "—" if metric.value is None else f"{metric.value:.2f}"
-        interval = result.summary["metrics"][metric.name].get("interval") or {}
-        shown = f"{interval['low']:.2f} – {interval['high']:.2f}" if interval.get("low") is not None else ""
-        table.add_row(metric.name, value, shown, "higher" if metric.higher_is_better else "lower", extra)
+        table.add_row(metric.name, value, _interval(result.summary["metrics"][metric.name]), "higher" if metric.higher_is_better else "lower", extra)
     return table
 
 
@@ -229,9 +227,15 @@ def _run_grid(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interval(entry: dict) -> str:
+    """A summary entry's 95 % interval as ``96.00 – 99.51``, or ``""`` when it has none."""
+    interval = entry.get("interval") or {}
+    return f"{interval['low']:.2f} – {interval['high']:.2f}" if interval.get("low") is not None else ""
+
+
 def _value_with_interval(entry: dict) -> str:
     """``98.00 (96.00 – 99.51)``, or the value alone, or ``—``."""
     if entry["value"] is None:
         return "—"
-    interval = entry.get("interval") or {}
-    return f"{entry['value']:.2f}" + (f" ({interval['low']:.2f} – {interval['high']:.2f})" if interval.get("low") is not None else "")
+    interval = _interval(entry)
+    return f"{entry['value']:.2f}" + (f" ({interval})" if interval else "")
