@@ -54,6 +54,10 @@ class LooseMatcher(Matcher):
         return Match(index, index, torch.tensor([float("nan")]))
 
 
+UNIT_FAULTS = {"unit-list": [0.0, 100.0], "unit-tensor": torch.tensor([0.0, 100.0]), "unit-mean": (0.0, 90.0), "unit-nan": (float("nan"), 50.0), "unit-empty": ()}
+"""Unit values a broken metric returns with the value 50."""
+
+
 class NaNAccuracy(PredictionMetric):
     """A prediction metric that returns NaN, or raises, or puts a tensor in its details."""
 
@@ -70,6 +74,8 @@ class NaNAccuracy(PredictionMetric):
             return MetricResult(self.name, 1.0, True, {"per_class": torch.ones(2)})
         if self.fault == "numpy":
             return MetricResult(self.name, np.float32(50.0), True)
+        if self.fault in UNIT_FAULTS:
+            return MetricResult(self.name, 50.0, True, unit_values=UNIT_FAULTS[self.fault])
         return MetricResult(self.name, float("nan"), True)
 
 
@@ -119,7 +125,15 @@ def test_a_matchers_output_is_checked(third_party, fault, rule):
         matcher.match(torch.randn(2, 4), torch.randn(3, 4))
 
 
-@pytest.mark.parametrize(("fault", "rule"), [("nan", "returned the value nan"), ("tensor", "not JSON-serialisable")])
+@pytest.mark.parametrize(
+    ("fault", "rule"),
+    [
+        ("nan", "returned the value nan"), ("tensor", "not JSON-serialisable"),
+        ("unit-list", "unit_values of type list; they must be a tuple of numbers"), ("unit-tensor", "unit_values of type Tensor"),
+        ("unit-empty", "an empty unit_values"), ("unit-nan", "unit_values that are not all finite"),
+        ("unit-mean", "2 unit_values whose mean 45.0 is not the value 50.0"),
+    ],
+)
 def test_a_metrics_result_is_checked(third_party, fault, rule):
     metric = third_party.create("metric", "nan-accuracy", fault=fault)
     with pytest.raises(PluginContractError, match=rule):

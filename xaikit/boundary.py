@@ -5,8 +5,9 @@ checked interface methods through a subclass of its own class (``isinstance`` st
 
 - **Output checks.** What ``segment``, ``match``, ``explain``, ``concept_maps``, ``evaluate`` and
   ``score`` return is checked against the rules below (shapes, dtypes, ranges, finite values,
-  JSON-serialisable details). A violation raises :class:`~xaikit.errors.PluginContractError`
-  naming the plugin, its version, the component and the rule broken (exit 2).
+  JSON-serialisable details, unit values that average to the value). A violation raises
+  :class:`~xaikit.errors.PluginContractError` naming the plugin, its version, the component and the
+  rule broken (exit 2).
 - **Blame.** An exception other than a deliberate :class:`~xaikit.errors.XaikitError` raised inside
   a third-party plugin's code (its factory or any of these methods, ``fit`` included) becomes a
   :class:`~xaikit.errors.PluginFailure` naming the plugin, its version, the component, the method
@@ -41,6 +42,7 @@ __all__ = [
     "match_problem",
     "metric_result_problem",
     "part_map_problem",
+    "unit_values_problem",
 ]
 
 
@@ -156,16 +158,44 @@ def concept_maps_problem(maps: Any, batch: int) -> str:
 
 def metric_result_problem(result: Any) -> str:
     """The rule a metric's result breaks, or ``""``: a :class:`~xaikit.MetricResult` with a finite
-    value (or ``None`` with a ``details["reason"]``) and JSON-serialisable details."""
+    value (or ``None`` with a ``details["reason"]``), JSON-serialisable details, and unit values (if
+    any) as :func:`unit_values_problem` requires."""
     if not isinstance(result, MetricResult):
         return f"returned a {type(result).__name__} where a MetricResult belongs"
     value = result.value
     if value is None:
         if not isinstance(result.details.get("reason"), str):
             return "returned no value without saying why (details['reason'])"
-    elif isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer) or not math.isfinite(float(value)):
+    elif not _is_number(value) or not math.isfinite(float(value)):
         return f"returned the value {value!r}; it must be a finite number, or None with details['reason']"
-    return _json_problem(result.details, "details")
+    return unit_values_problem(result.unit_values, value) or _json_problem(result.details, "details")
+
+
+def unit_values_problem(units: Any, value: Any) -> str:
+    """The rule a result's ``unit_values`` break given its ``value``, or ``""``.
+
+    Rules: ``None``, or (with a value) a non-empty tuple of finite numbers whose mean is ``value``
+    (to ``1e-9`` relative, ``1e-9`` absolute).
+    """
+    if units is None:
+        return ""
+    if value is None:
+        return "returned unit_values without a value; give None for both"
+    if not isinstance(units, tuple) or not all(_is_number(unit) for unit in units):
+        return f"returned unit_values of type {type(units).__name__}; they must be a tuple of numbers (e.g. tuple(values.tolist()))"
+    if not units:
+        return "returned an empty unit_values; give None when the value is no mean over units"
+    array = np.asarray(units, dtype=np.float64)  # (U,)
+    if not np.isfinite(array).all():
+        return "returned unit_values that are not all finite"
+    if not math.isclose(float(array.mean()), float(value), rel_tol=1e-9, abs_tol=1e-9):
+        return f"returned {len(units)} unit_values whose mean {float(array.mean())!r} is not the value {float(value)!r}"
+    return ""
+
+
+def _is_number(value: Any) -> bool:
+    """A real number (Python or numpy), not a bool."""
+    return isinstance(value, int | float | np.floating | np.integer) and not isinstance(value, bool | np.bool_)
 
 
 def _json_problem(value: Any, what: str) -> str:

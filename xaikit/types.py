@@ -270,9 +270,15 @@ class MetricResult:
             be computed, with the reason in ``details["reason"]``.
         higher_is_better: the direction in which ``value`` improves.
         details: per-unit detail and secondary numbers, JSON-serialisable.
+        unit_values: for a metric whose ``value`` is a mean over units (Huang et al.'s class-concept
+            units, faithfulness' images), the ``U >= 1`` finite per-unit values whose mean is
+            ``value``, on its scale (a consistent unit is 100, an inconsistent one 0); ``xaikit bench``
+            records their 95 % bootstrap interval over units. ``None`` (the default) for a value that
+            is no mean over units, and whenever ``value`` is ``None``.
     """
 
     name: str
     value: float | None
     higher_is_better: bool
     details: Mapping[str, Any] = field(default_factory=dict)
+    unit_values: tuple[float, ...] | None = None

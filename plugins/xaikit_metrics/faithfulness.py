@@ -176,7 +176,8 @@ class Faithfulness(Metric):
 
     Value: the **deletion gap**, random-deletion AUC minus deletion AUC (mean over images), in score
     units: how much faster the score falls when the named evidence is hidden than when as many
-    random pixels are. Positive is faithful, 0 is no better than chance; higher is better. The
+    random pixels are. Positive is faithful, 0 is no better than chance; higher is better. Each
+    image's gap is a unit (:attr:`~xaikit.MetricResult.unit_values`), for an interval over images. The
     details hold all four AUCs, the insertion gap (insertion minus random insertion), the mean
     curves, per-image AUCs, and captum's infidelity and max-sensitivity (lower is better; ``null``
     with a reason when the explainer is not differentiable or ``perturb_samples`` is 0).
@@ -303,7 +304,8 @@ class Faithfulness(Metric):
             ],
             "options": self.options,
         }
-        return MetricResult(self.name, details["deletion_gap"], self.higher_is_better, details)
+        gaps = aucs["random_deletion"] - aucs["deletion"]  # (N,) each image's deletion gap, whose mean is the value
+        return MetricResult(self.name, details["deletion_gap"], self.higher_is_better, details, unit_values=tuple(gaps.tolist()))
 
     def _captum_skipped(self, explainer: Explainer, differentiable: bool) -> str | None:
         """Why infidelity and max-sensitivity are not computed, or ``None`` when they are."""

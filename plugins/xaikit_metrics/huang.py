@@ -32,8 +32,10 @@ A *unit* is one (class, concept) pair scored over the images of that class: in t
 ``class-specific`` mode (ProtoPNet), concept ``p`` belongs to class ``p // P`` only; in the
 ``class-agnostic`` mode (IVPT), every concept is scored inside every class. Only classes with at least
 one image in the dataset give units (the reference would count an empty class as inconsistent and
-make its stability NaN). Apart from decoding the samples of a batch, everything works on whole
-tensors; nothing loops over units, images, parts or pixels.
+make its stability NaN). Both scores are means over units: each result carries its ``(U,)`` unit values
+(:attr:`~xaikit.MetricResult.unit_values`: 100 or 0 per unit for consistency, the unit's stability in
+percent), from which ``xaikit bench`` draws a bootstrap interval over units. Apart from decoding the
+samples of a batch, everything works on whole tensors; nothing loops over units, images, parts or pixels.
 """
 
 from __future__ import annotations
@@ -676,7 +678,8 @@ class Consistency(_HuangMetric):
             for consistent, part, ratio in zip(scores.consistent.tolist(), best_part.tolist(), best_ratio.tolist(), strict=True)
         ]
         details = self._details(scan, unit_class, unit_concept, dataset, per_unit)
-        return MetricResult(self.name, scores.score, self.higher_is_better, details)
+        units = tuple((100.0 * scores.consistent.double()).tolist())  # (U,) 100 per consistent unit
+        return MetricResult(self.name, scores.score, self.higher_is_better, details, unit_values=units)
 
 
 class Stability(_HuangMetric):
@@ -742,4 +745,5 @@ class Stability(_HuangMetric):
         per_unit = [{"stability": value} for value in stability.tolist()]
         details = self._details(scan, unit_class, unit_concept, dataset, per_unit)
         details["draw_scores"] = [draw.score for draw in draws]
-        return MetricResult(self.name, 100.0 * stability.mean().item(), self.higher_is_better, details)
+        units = tuple((100.0 * stability).tolist())  # (U,) each unit's stability in percent
+        return MetricResult(self.name, 100.0 * stability.mean().item(), self.higher_is_better, details, unit_values=units)

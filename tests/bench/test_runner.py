@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from xaikit.bench import BenchConfig, Progress, run_bench, split_options
+from xaikit.bench.uncertainty import OVER_UNITS, mean_interval
 from xaikit.errors import CapabilityError, DatasetError, UnknownOptionError
 
 
@@ -163,3 +164,13 @@ def test_presentation_options_are_not_part_of_the_configuration(tiny_birds, tmp_
     result = run_bench(config(tiny_birds, options={"explainer": {"progress": True}}), tmp_path / "run")
     recorded = json.loads((result.path / "config.json").read_text())["components"]["explainer"]["options"]
     assert "progress" not in recorded and recorded["k"] == 3
+
+
+def test_a_metric_over_units_gets_a_seeded_interval_over_its_units(tiny_birds, tmp_path):
+    result = run_bench(config(tiny_birds, explainer="gradcam", metrics=["accuracy", "consistency"], limit=8, bootstrap=200), tmp_path / "run")
+    metrics = json.loads((tmp_path / "run" / "summary.json").read_text())["metrics"]
+    consistency, units = metrics["consistency"], result.metrics[1].unit_values
+    assert len(units) == consistency["details"]["units"] and consistency["interval"]["method"] == "percentile bootstrap over units"
+    assert consistency["interval"] == mean_interval(units, resamples=200, seed=31, method=OVER_UNITS)
+    assert consistency["interval"]["low"] <= consistency["value"] <= consistency["interval"]["high"]
+    assert metrics["accuracy"]["interval"]["method"] == "percentile bootstrap over images"

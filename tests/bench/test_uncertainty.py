@@ -1,12 +1,13 @@
-"""Bootstrap intervals of prediction metrics: seeded, vectorised where the metric is a mean, equal to the plain loop."""
+"""Bootstrap intervals: seeded, vectorised where the metric is a mean, equal to the plain loop; over images or over units."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 import xaikit
-from xaikit.bench.uncertainty import bootstrap_interval
+from xaikit.bench.uncertainty import OVER_UNITS, bootstrap_interval, mean_interval, resampled_rows
 from xaikit.errors import XaikitError
 from xaikit.interfaces import PredictionMetric
 from xaikit.types import MetricResult
@@ -64,3 +65,18 @@ def test_a_metric_that_cannot_score_a_resample_gets_no_interval_and_a_reason():
     labels, scores = predictions(n=8, classes=7, right=8)
     interval = bootstrap_interval(NeedsEveryClass(), labels, scores, resamples=50, seed=0)
     assert interval["low"] is None and interval["high"] is None and "every class" in interval["reason"]
+
+
+def test_units_0_100_100_0_have_the_mean_50_inside_a_seeded_interval_over_units():
+    units = (0.0, 100.0, 100.0, 0.0)
+    interval = mean_interval(units, resamples=1000, seed=31, method=OVER_UNITS)
+    assert interval["method"] == "percentile bootstrap over units" and (interval["resamples"], interval["seed"]) == (1000, 31)
+    assert interval["low"] < 50.0 < interval["high"] and np.mean(units) == 50.0
+    assert {interval["low"], interval["high"]} <= {0.0, 25.0, 50.0, 75.0, 100.0}  # a mean of 4 units
+    assert mean_interval(list(units), resamples=1000, seed=31, method=OVER_UNITS) == interval  # seeded
+
+
+def test_rows_are_torchs_randint_stream_so_recorded_intervals_are_reproduced():
+    for count, seed in ((200, 31), (7, 0), (5794, -3)):
+        expected = torch.randint(0, count, (20, count), generator=torch.Generator().manual_seed(seed)).numpy()
+        assert np.array_equal(resampled_rows(count, 20, seed), expected)

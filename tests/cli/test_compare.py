@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -77,3 +78,16 @@ def test_compare_without_matplotlib_says_how_to_install_it(runs, tmp_path, monke
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert main(["compare", *map(str, runs), "--out", str(tmp_path / "report")]) == 2
     assert "pip install 'xaikit[plot]'" in last_error(capsys) and not (tmp_path / "report").exists()
+
+
+def test_compare_imports_no_torch(runs, tmp_path):
+    """A fresh ``xaikit compare`` reads JSON and computes with numpy: torch's import would double its time (issue 18)."""
+    code = (
+        "import sys\n"
+        "from xaikit.cli import main\n"
+        f"assert main({['compare', *map(str, runs), '--out', str(tmp_path / 'report')]!r}) == 0\n"
+        "print('TORCH=' + str('torch' in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rpartition("TORCH=")[2].strip() == "False", "xaikit compare imported torch"

@@ -40,8 +40,9 @@ class BenchConfig:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, for every component that takes one.
         batch_size: images per explainer call.
         strict: stop at the first image that cannot be decoded instead of skipping it.
-        bootstrap: resamples of the 95 % bootstrap interval of each prediction metric (seeded with
-            ``seed``); 0 leaves intervals out.
+        bootstrap: resamples of the 95 % bootstrap interval of each prediction metric, over images,
+            and of each metric with :attr:`~xaikit.MetricResult.unit_values`, over its units (seeded
+            with ``seed``); 0 leaves intervals out.
         options: per-kind keyword options: ``{"backbone": {"image_size": 224}, "metric.consistency": {...}}``.
     """
 

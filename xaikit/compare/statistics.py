@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 
 from xaikit.bench.uncertainty import mean_interval
 
@@ -49,19 +49,20 @@ def mcnemar_exact(a_only: int, b_only: int) -> float:
     """McNemar's exact two-sided p-value from the discordant counts ``b`` (``a_only``) and ``c`` (``b_only``).
 
     ``min(1, 2 * sum_{i <= min(b, c)} C(b + c, i) / 2^(b + c))``, the binomial terms summed in log space
-    (``lgamma`` and ``logsumexp`` in float64), so that thousands of discordant images neither overflow nor
-    underflow. No discordant image gives 1.
+    (``log C(n, i)`` as a cumulative sum of ``log((n - j + 1) / j)``, then a log-sum-exp, in float64), so
+    that thousands of discordant images neither overflow nor underflow. No discordant image gives 1.
     """
     total, low = a_only + b_only, min(a_only, b_only)
     if total == 0:
         return 1.0
-    i = torch.arange(low + 1, dtype=torch.float64)
-    n = torch.tensor(float(total), dtype=torch.float64)
-    log_terms = torch.lgamma(n + 1) - torch.lgamma(i + 1) - torch.lgamma(n - i + 1) - n * torch.log(torch.tensor(2.0, dtype=torch.float64))
-    return min(1.0, 2.0 * torch.logsumexp(log_terms, dim=0).exp().item())
+    j = np.arange(1, low + 1, dtype=np.float64)
+    log_binomials = np.concatenate([[0.0], np.cumsum(np.log(total - j + 1) - np.log(j))])  # (low + 1,) log C(n, i)
+    log_terms = log_binomials - total * np.log(2.0)
+    top = log_terms.max()
+    return min(1.0, 2.0 * float(np.exp(top + np.log(np.exp(log_terms - top).sum()))))
 
 
-def paired_test(correct_a: torch.Tensor, correct_b: torch.Tensor, *, resamples: int, seed: int) -> PairedTest:
+def paired_test(correct_a: np.ndarray, correct_b: np.ndarray, *, resamples: int, seed: int) -> PairedTest:
     """Compare two runs' top-1 correctness on the same images (aligned rows).
 
     Args:
@@ -69,18 +70,18 @@ def paired_test(correct_a: torch.Tensor, correct_b: torch.Tensor, *, resamples: 
         resamples: resamples of the paired bootstrap (0: no interval).
         seed: seeds the resampling, as ``--seed`` seeds ``xaikit bench``'s intervals.
     """
-    difference = 100.0 * (correct_a.double() - correct_b.double())  # (N,) each image's share, in points
+    difference = 100.0 * (correct_a.astype(np.float64) - correct_b.astype(np.float64))  # (N,) each image's share, in points
     interval = mean_interval(difference, resamples=resamples, seed=seed) if resamples else {}
-    a_only = int((correct_a & ~correct_b).sum())
-    b_only = int((correct_b & ~correct_a).sum())
+    a_only = int(np.count_nonzero(correct_a & ~correct_b))
+    b_only = int(np.count_nonzero(correct_b & ~correct_a))
     return PairedTest(
-        images=len(difference), difference=round(difference.mean().item(), 6),
+        images=len(difference), difference=round(float(difference.mean()), 6),
         low=interval.get("low"), high=interval.get("high"),
         a_only=a_only, b_only=b_only, p_value=mcnemar_exact(a_only, b_only),
     )
 
 
-def per_class_accuracy(labels: torch.Tensor, correct: torch.Tensor, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def per_class_accuracy(labels: np.ndarray, correct: np.ndarray, classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-1 accuracy per class, in percent.
 
     Args:
@@ -91,6 +92,6 @@ def per_class_accuracy(labels: torch.Tensor, correct: torch.Tensor, classes: int
     Returns:
         ``(C,)`` float64 accuracies (NaN for a class without images) and ``(C,)`` int64 image counts.
     """
-    counts = torch.bincount(labels, minlength=classes)
-    hits = torch.bincount(labels, weights=correct.double(), minlength=classes)
-    return 100.0 * hits / counts.double(), counts
+    counts = np.bincount(labels, minlength=classes)
+    hits = np.bincount(labels, weights=correct.astype(np.float64), minlength=classes)
+    return np.divide(100.0 * hits, counts, out=np.full(classes, np.nan), where=counts > 0), counts

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from xaikit.compare.runs import Run, differing
 from xaikit.compare.statistics import paired_test, per_class_accuracy
@@ -140,7 +139,7 @@ def _pairs(runs: Sequence[Run], evaluated: Sequence[_Evaluated], resamples: int,
         if not np.array_equal(evaluated[a].labels[index_a], evaluated[b].labels[index_b]):
             rows.append((run_a.name, run_b.name, 0, None, None, None, None, None, None, "same image ids with other labels: not the same images"))
             continue
-        test = paired_test(torch.from_numpy(evaluated[a].correct[index_a]), torch.from_numpy(evaluated[b].correct[index_b]), resamples=resamples, seed=seed)
+        test = paired_test(evaluated[a].correct[index_a], evaluated[b].correct[index_b], resamples=resamples, seed=seed)
         note = "" if sizes == (len(common), len(common)) else f"on the {len(common)} common images ({sizes[0]} and {sizes[1]} evaluated)"
         partial |= bool(note)
         rows.append((run_a.name, run_b.name, test.images, test.difference, test.low, test.high, test.a_only, test.b_only, test.p_value, note))
@@ -155,9 +154,9 @@ def _per_class(runs: Sequence[Run], evaluated: Sequence[_Evaluated]) -> tuple[li
     names = {record["label"]: record.get("class") for run in runs for record in run.evaluated}
     labels = sorted(names)
     size = labels[-1] + 1 if labels else 0
-    columns = [per_class_accuracy(torch.from_numpy(e.labels), torch.from_numpy(e.correct), size) for e in evaluated]
-    accuracy = np.stack([column[0].numpy() for column in columns], axis=1)[labels] if labels else np.zeros((0, len(runs)))
-    counts = np.stack([column[1].numpy() for column in columns], axis=1)[labels] if labels else np.zeros((0, len(runs)), dtype=np.int64)
+    columns = [per_class_accuracy(e.labels, e.correct, size) for e in evaluated]
+    accuracy = np.stack([column[0] for column in columns], axis=1)[labels] if labels else np.zeros((0, len(runs)))
+    counts = np.stack([column[1] for column in columns], axis=1)[labels] if labels else np.zeros((0, len(runs)), dtype=np.int64)
     classes = [str(names[label]) if names[label] is not None else str(label) for label in labels]
     rows = [(name, _counts(count), *(None if np.isnan(value) else float(value) for value in row)) for name, count, row in zip(classes, counts, accuracy)]
     table = Table("per_class", "Per-class top-1 accuracy (%)", (Column("class"), Column("images"), *(Column(run.name, ".1f") for run in runs)), rows,

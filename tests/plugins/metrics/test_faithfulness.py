@@ -195,6 +195,8 @@ def test_result_layout_and_curves():
     first = details["per_image"][0]
     assert (first["index"], first["image_id"], first["label"], first["predicted"]) == (0, 100, 0, 0)
     assert np.mean([image["deletion_auc"] for image in details["per_image"]]) == pytest.approx(details["deletion_auc"])
+    gaps = [image["random_deletion_auc"] - image["deletion_auc"] for image in details["per_image"]]
+    assert result.unit_values == pytest.approx(gaps) and np.mean(result.unit_values) == pytest.approx(result.value, abs=1e-9)  # one unit per image
     assert details["scores_from"] == "forward" and details["infidelity"] is None
     assert details["captum_skipped"] == "infidelity and sensitivity_max were turned off with perturb_samples=0"
     assert json.loads(json.dumps(details)) == details

@@ -13,6 +13,7 @@ import torch
 
 import xaikit
 from xaikit.backbones.preprocess import IMAGENET_STD, Preprocess
+from xaikit.boundary import unit_values_problem
 from xaikit.errors import CapabilityError, UnknownOptionError, XaikitError
 from xaikit.interfaces import Capability, Dataset, Explainer
 from xaikit.types import Explanation, Sample
@@ -455,6 +456,17 @@ def test_stability_drops_under_noise_and_seeded_runs_repeat():
     assert first.value == again.value and first.details == again.details
     assert len(other.details["draw_scores"]) == 3
     assert Stability(mode="class-agnostic", noise_std=0.0, device="cpu")(explainer, data).value == 100.0
+
+
+def test_both_scores_carry_unit_values_whose_mean_is_the_value():
+    consistency = Consistency(mode="class-agnostic", device="cpu")(MapsExplainer(bright_and_flat), birds())
+    noisy = MapsExplainer(lambda images: torch.nn.functional.avg_pool2d(images[:, :1], 9, stride=4))
+    stability = Stability(mode="class-agnostic", seed=8, draws=3, device="cpu")(noisy, lattice_birds(8))
+    assert consistency.unit_values == (100.0, 0.0, 100.0, 0.0)  # the units of per_unit, in order
+    assert stability.unit_values == pytest.approx([100 * unit["stability"] for unit in stability.details["per_unit"]])
+    for result in (consistency, stability):
+        assert len(result.unit_values) == result.details["units"]
+        assert abs(np.mean(result.unit_values) - result.value) <= 1e-9 and unit_values_problem(result.unit_values, result.value) == ""
 
 
 def test_evaluate_on_real_cub_photos_matches_the_oracle(cub_mini: Path):

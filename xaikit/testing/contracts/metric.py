@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from xaikit.boundary import unit_values_problem
 from xaikit.errors import CapabilityError
 from xaikit.interfaces import Capability, Dataset, Explainer, Metric, PredictionMetric
 from xaikit.testing.contracts._base import ComponentContract, assert_json
@@ -96,6 +97,10 @@ class MetricContract(ComponentContract):
         assert result.name == metric.name and result.higher_is_better == metric.higher_is_better
         assert isinstance(result.value, float | int) and not isinstance(result.value, bool) and math.isfinite(result.value)
         assert_json(dict(result.details), "MetricResult.details")
+
+    def test_unit_values_are_none_or_average_to_the_value(self, result: MetricResult) -> None:
+        problem = unit_values_problem(result.unit_values, result.value)
+        assert not problem, f"MetricResult.unit_values: the metric {problem}"
 
     def test_evaluating_is_deterministic(self, metric: Metric, explainer: Explainer, dataset: Dataset, result: MetricResult) -> None:
         assert metric.evaluate(explainer, dataset).value == result.value
