@@ -23,13 +23,16 @@ import numpy as np
 import torch
 
 from xaikit.errors import XaikitError
+from xaikit.figure_layout import readable_class_name
 from xaikit.interfaces import Backbone, Capability, Dataset, Explainer
-from xaikit.training import Distributed, Trainable, TrainProgress
+from xaikit.distributed import Distributed
+from xaikit.training import Trainable, TrainProgress
 from xaikit.types import Explanation, Sample
 from xaikit.validation import choice_option, flag_option, integer_option
 from xaikit_ivpt.checkpoint import CHECKPOINT_FILE, Checkpoint, load_checkpoint, save_checkpoint
 from xaikit_ivpt.losses import LossOptions, LossWeights
 from xaikit_ivpt.model import EMPTY_REGIONS, GROUPINGS, INITS, PROMPT_REGIONS, IVPTModel, check_vit, layer_names
+from xaikit_ivpt.naming import names_from_rates, part_hit_rates
 from xaikit_ivpt.train import TrainSettings, train_model
 
 __all__ = ["DEFAULT_BACKBONE", "PRESETS", "IVPT", "soft_centroids"]
@@ -92,6 +95,10 @@ class IVPT(Explainer, Trainable):
             second-to-last block, which the reference evaluates for consistency and stability.
         concept_background: include the background channel (last) in :meth:`concept_maps`; use
             it with ``concept_layer=-1`` for the part-discovery metrics.
+        concept_names: how concepts are named in explanations, figures and :attr:`concept_names`:
+            ``None`` numbers them (``concept 1`` ...); ``"parts"`` names every layer's concepts,
+            when fitted, after the part each hits most often on the fitting (training) split
+            (:meth:`name_concepts`); a list of ``prototypes[-1] - 1`` names names the final concepts.
         epochs, train_batch_size, lr_tokens, lr_head, step_size, gamma, clip, seed, augment,
         train_grouping, precision, workers: the training recipe, see :class:`~xaikit_ivpt.train.TrainSettings`.
         ce_weight, consistency_weight, presence_weight, background_weight, equivariance_weight,
@@ -106,6 +113,7 @@ class IVPT(Explainer, Trainable):
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = PRESETS
     run_files: ClassVar[tuple[str, ...]] = (CHECKPOINT_FILE,)
     concept_mode: ClassVar[str] = "class-agnostic"  # the concepts are shared by every class
+    parallel_fit: ClassVar[bool] = True  # without a checkpoint, fit() trains with DDP across the torchrun processes
 
     def __init__(
         self,
@@ -121,6 +129,7 @@ class IVPT(Explainer, Trainable):
         eval_grouping: str = "softmax",
         concept_layer: int = -3,
         concept_background: bool = False,
+        concept_names: str | list[str] | None = None,
         epochs: int = 10,
         train_batch_size: int = 16,
         lr_tokens: float = 2e-4,
@@ -184,6 +193,7 @@ class IVPT(Explainer, Trainable):
         self.backbone = self._resolve_backbone(backbone)
         check_vit(getattr(self.backbone, "model", self.backbone))  # refuse a non-timm backbone now, not after training
         self.concept_layer = self._concept_layer(concept_layer)
+        self.names_by_parts, self.layer_concept_names = self._concept_names_option(concept_names)
         if self.checkpoint is not None:
             self._restore(self.checkpoint)
 
@@ -209,6 +219,17 @@ class IVPT(Explainer, Trainable):
         if not -count <= index < count:
             raise XaikitError(f"option concept_layer must index one of the {count} prototype sets (from {-count} to {count - 1}), got {index}")
         return index % count
+
+    def _concept_names_option(self, value: str | list[str] | None) -> tuple[bool, dict[int, list[str]]]:
+        """The checked ``concept_names`` option: whether to name by parts, and the given names per prototype set."""
+        groups = self.architecture["prototypes"][-1] - 1
+        if value is None or value == "parts":
+            return value == "parts", {}
+        if isinstance(value, str) or len(value) != groups or not all(isinstance(name, str) for name in value):
+            raise XaikitError(
+                f"option concept_names must be null, parts, or a list of the {groups} final concepts' names, got {value!r}"
+            )
+        return False, {len(self.architecture["prototypes"]) - 1: list(value)}
 
     def _build(self, num_classes: int) -> IVPTModel:
         """A fresh model, initialised from the training seed, on the backbone's device."""
@@ -237,15 +258,20 @@ class IVPT(Explainer, Trainable):
 
     # ------------------------------------------------------------------------------- training
     def fit(self, dataset: Dataset) -> IVPT:
-        """Train on ``dataset`` in memory, or, with a checkpoint, check that it knows ``dataset``'s classes."""
+        """Train on ``dataset`` in memory, or, with a checkpoint, check that it knows ``dataset``'s classes.
+
+        With ``concept_names="parts"``, then name the concepts on ``dataset`` (:meth:`name_concepts`).
+        """
         if self.checkpoint is not None:
             if list(dataset.classes) != self.classes:
                 raise XaikitError(
                     f"checkpoint {self.checkpoint_source} was trained on {len(self.classes)} other classes than this "
                     f"dataset's {len(dataset.classes)}"
                 )
-            return self
-        self.train(dataset)
+        else:
+            self.train(dataset)
+        if self.names_by_parts:
+            self.name_concepts(dataset)
         return self
 
     def train(
@@ -316,12 +342,14 @@ class IVPT(Explainer, Trainable):
         concept_maps = output.maps[self.concept_layer].float()
         if not self.concept_background:
             concept_maps = concept_maps[:, :-1]
+        final = len(self.architecture["prototypes"]) - 1
+        names = [self._concept_name(final, k) or f"concept {k + 1}" for k in range(model.groups)]
         details = []
         for row, sample in enumerate(samples):
             keypoints = self.backbone.preprocessing.points_to_image(centres[row].cpu(), sample.size)
             details.append({
                 "concepts": [
-                    {"name": f"concept {k + 1}", "importance": round(float(importance[row, k]), 6),
+                    {"name": names[k], "importance": round(float(importance[row, k]), 6),
                      "presence": round(float(presence[row, k]), 6), "keypoint": [round(float(v), 2) for v in keypoints[k]]}
                     for k in range(model.groups)
                 ],
@@ -340,12 +368,39 @@ class IVPT(Explainer, Trainable):
             totals = sums if not totals else [a + b for a, b in zip(totals, sums, strict=True)]
         return [_links(total / len(dataset)) for total in totals]
 
+    def name_concepts(self, dataset: Dataset) -> list[list[str]]:
+        """Name every layer's concepts after the part each hits most often on ``dataset``, and use those names from now on.
+
+        The hit rule is Huang et al.'s (see :mod:`xaikit_ivpt.naming`): a concept hits a visible
+        part when the part's keypoint lies in the box around the concept's peak on the image's box
+        crop. Concepts that hit no part keep their number (``concept k``).
+
+        Args:
+            dataset: samples with part keypoints and bounding boxes (any split of CUB or synthetic-birds).
+
+        Returns:
+            Per layer, fine to coarse, the names of its ``prototypes[l] - 1`` foreground concepts.
+        """
+        self._require_model()
+
+        def layer_maps(images: torch.Tensor) -> list[torch.Tensor]:
+            return [maps[:, :-1].float() for maps in self._run(self.backbone.preprocess(images)).maps]
+
+        rates, part_names = part_hit_rates(layer_maps, dataset, tuple(self.backbone.preprocessing.size), batch_size=_INFERENCE_BATCH)
+        self.layer_concept_names = {layer: names_from_rates(rate, part_names) for layer, rate in enumerate(rates)}
+        return [self.layer_concept_names[layer] for layer in range(len(rates))]
+
+    def _concept_name(self, layer: int, k: int) -> str | None:
+        """The given or part-derived name of concept ``k`` of prototype set ``layer``, or ``None``."""
+        names = self.layer_concept_names.get(layer)
+        return None if names is None else names[k]
+
     @property
     def concept_names(self) -> list[str]:
-        """Names of the :meth:`concept_maps` channels: ``"<layer> concept <k>"``, then ``background`` if included."""
+        """Names of the :meth:`concept_maps` channels: ``"<layer> <name>"`` (``name`` is ``concept <k>`` unless the concepts were named), then ``background`` if included."""
         count = self.architecture["prototypes"][self.concept_layer]
         layer = layer_names(len(self.backbone.model.blocks), len(self.architecture["prototypes"]))[self.concept_layer]
-        names = [f"{layer} concept {k + 1}" for k in range(count - 1)]
+        names = [f"{layer} {self._concept_name(self.concept_layer, k) or f'concept {k + 1}'}" for k in range(count - 1)]
         return names + ["background"] if self.concept_background else names
 
     def concept_maps(self, images: torch.Tensor) -> torch.Tensor:
@@ -363,23 +418,28 @@ class IVPT(Explainer, Trainable):
 
     def render(self, sample: Sample, detail: Mapping[str, Any]) -> np.ndarray:
         """The region maps of every layer over the image the model saw, the concept importances and the hierarchy."""
-        from xaikit_ivpt.figure import render_ivpt
+        from xaikit_ivpt.figure import draw_ivpt
 
         pixels = self.backbone.preprocess([sample.image])
         output = self._run(pixels)
         seen = (self.backbone.preprocessing.denormalise(pixels)[0] * 255).round().byte().permute(1, 2, 0).numpy()
         concepts = detail.get("concepts") or []
         prediction = int(output.logits[0].argmax())
-        name = self.classes[prediction] if self.classes else str(prediction)
-        return render_ivpt(
+        known = self.classes is not None and 0 <= sample.label < len(self.classes)
+        return draw_ivpt(
             seen,
             [layer[0].float().cpu().numpy() for layer in output.maps],
             self._require_model().layer_names,
             [concept["importance"] for concept in concepts],
             [concept["name"] for concept in concepts],
             detail.get("hierarchy") or [_links(weights[0]) for weights in output.grouping],
-            f"predicted {name}",
-        )
+            self._class_name(prediction),
+            self._class_name(sample.label) if known else None,
+        ).image
+
+    def _class_name(self, index: int) -> str:
+        """Class ``index``'s name as a caption shows it, or the index when no classes are known."""
+        return readable_class_name(self.classes[index]) if self.classes else str(index)
 
 
 def _links(weights: torch.Tensor) -> list[int | None]:

@@ -1,100 +1,57 @@
-"""Draw an IVPT explanation: concept regions at every layer and the final concepts' importance.
-
-IVPT (Wang et al. 2025) explains a ViT with concept prototypes at several layers, fine to coarse, each
-layer's last channel being background. The input image comes first, then one overlay per layer: the
-image resized to a ``panel_size`` square with each patch's most probable (argmax) concept blended in
-its colour at :data:`OVERLAY_ALPHA`, the background channel left uncoloured. The argmax is taken at the
-map's own resolution and upsampled with nearest neighbour, so regions keep the ViT's patch grid;
-foreground pixels on a region's border are drawn in a darker shade of its colour, which separates
-fine concepts that share a colour. The final layer's foreground concept ``g`` gets
-:func:`concept_colour` ``(g)``; a fine concept of an intermediate layer takes the colour of the coarse
-(final) concept it is grouped into, so a hierarchy shows as the same colour across layers, and a fine
-concept grouped into none is :data:`UNLINKED_GREY`. Under the panels a horizontal bar chart gives each
-final concept's importance for the predicted class (as in Figure 5 of the IVPT paper).
-
-Figure layout (all in output pixels): a white title band of :data:`HEADER_HEIGHT` rows; the panels,
-``panel_size`` rows, side by side from the left edge with :data:`GAP` columns between neighbours;
-a :data:`CAPTION_HEIGHT`-row band with each panel's name and, under a layer, how many concepts it has
-(``"16 fine -> 4 coarse, 2 unlinked"``); then the chart: a :data:`CHART_HEADING`-row heading and one
-:data:`ROW_HEIGHT`-row row per final concept holding a :data:`BAR_HEIGHT`-row bar, and a
-:data:`MARGIN`-row white band at the bottom. The figure is as wide as the panels, but at least
-:data:`CHART_MIN_WIDTH`. Across a chart row lie, after a :data:`MARGIN`-column margin, the concept's
-colour swatch and name in a :data:`LABEL_WIDTH`-column block, the bar area, and the value (two
-decimals) right-aligned in a :data:`VALUE_WIDTH`-column block before the right margin. A bar is drawn
-from the zero axis, rightwards for a positive and leftwards for a negative value, in the concept's
-colour; all bars share one scale, chosen so that the largest positive and the largest negative value
-together span the bar area, and the axis sits where the two sides meet (at the left edge when no
-value is negative).
-"""
-
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from xaikit.errors import XaikitError
+from xaikit.figure_layout import INK, Box, Canvas, Figure, font, line_height, text_width, verdict_lines, wrap
 from xaikit_klc.figure import PALETTE, UNMATCHED_GREY
 
 __all__ = [
     "BAR_HEIGHT",
-    "CAPTION_HEIGHT",
-    "CHART_HEADING",
     "CHART_MIN_WIDTH",
     "GAP",
-    "HEADER_HEIGHT",
-    "LABEL_WIDTH",
     "MARGIN",
+    "MIN_BAR_AREA",
     "OVERLAY_ALPHA",
     "PALETTE",
     "ROW_HEIGHT",
     "UNLINKED_GREY",
-    "VALUE_WIDTH",
     "concept_colour",
-    "render_ivpt",
+    "draw_ivpt",
 ]
 
 Colour = tuple[int, int, int]
-_Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
 GAP = 8
 """White columns between neighbouring panels."""
-HEADER_HEIGHT = 24
-"""Rows of the title band above the panels (one line of text)."""
-CAPTION_HEIGHT = 38
-"""Rows of the band under the panels: the panel's name and its concept counts."""
-CHART_HEADING = 20
-"""Rows of the chart's heading line."""
 ROW_HEIGHT = 20
 """Rows per final concept in the chart."""
 BAR_HEIGHT = 14
 """Rows of one bar, centred in its chart row."""
 MARGIN = 8
-"""Columns left and right of the chart, and white rows under it."""
-LABEL_WIDTH = 104
-"""Columns of a chart row's swatch and concept name."""
-VALUE_WIDTH = 48
-"""Columns of a chart row's value, at its right."""
+"""White border around the figure."""
 CHART_MIN_WIDTH = 360
 """The narrowest figure, so that the chart keeps a usable bar area whatever the panels."""
+MIN_BAR_AREA = 120
+"""The narrowest bar area; long concept names widen the figure rather than squeeze the bars."""
 OVERLAY_ALPHA = 0.5
 """Weight of a concept's colour over the image inside its region."""
 UNLINKED_GREY: Colour = UNMATCHED_GREY
 """Colour of fine concepts that no coarse concept claims (the KLC figure's grey for unmatched parts)."""
 
 _WHITE: Colour = (255, 255, 255)
-_INK: Colour = (20, 20, 20)
 _MUTED: Colour = (110, 110, 110)
 _EDGE_SHADE = 0.6
-_LINE_HEIGHT = 17
 _TITLE_FONT = 13
 _TEXT_FONT = 12
-_SMALL_FONT = 11
 _SWATCH = 10
+_COLUMN_GAP = 6
 
 
 def concept_colour(index: int) -> Colour:
@@ -102,16 +59,17 @@ def concept_colour(index: int) -> Colour:
     return PALETTE[int(index) % len(PALETTE)]
 
 
-def render_ivpt(
+def draw_ivpt(
     image: np.ndarray,
     layer_maps: Sequence[np.ndarray],
     layer_names: Sequence[str],
     importance: Sequence[float],
     concept_names: Sequence[str],
     hierarchy: Sequence[Sequence[int | None]],
-    title: str,
+    predicted: str,
+    true: str | None = None,
     panel_size: int = 160,
-) -> np.ndarray:
+) -> Figure:
     """Draw the image, each layer's concept regions and the final concepts' importance.
 
     Args:
@@ -123,12 +81,15 @@ def render_ivpt(
         concept_names: the ``G`` final concepts' names.
         hierarchy: for each layer but the last, for each of its ``n_l - 1`` foreground concepts, the
             final concept (``0 .. G - 1``) it is grouped into, or ``None``.
-        title: the line written in the title band, shortened to fit.
+        predicted: the predicted class's name.
+        true: the true class's name, or ``None`` when unknown; when given, the verdict says whether
+            the prediction is correct (green) or wrong (red).
         panel_size: side of every (square) panel in pixels.
 
     Returns:
-        The figure, ``(HEADER_HEIGHT + panel_size + CAPTION_HEIGHT + CHART_HEADING + G * ROW_HEIGHT
-        + MARGIN, max((L + 1) * panel_size + L * GAP, CHART_MIN_WIDTH), 3)`` ``uint8`` for ``L`` layers.
+        The :class:`~xaikit.figure_layout.Figure`: pixels ``(H, W, 3)`` ``uint8`` with ``W >=
+        max(2 * MARGIN + (L + 1) * panel_size + L * GAP, CHART_MIN_WIDTH)`` for ``L`` layers, every
+        text box, and the regions ``"input"``, ``"layer 1"`` ... ``"layer L"`` and ``"chart"``.
 
     Raises:
         XaikitError: when the image, maps, names, importance and hierarchy disagree with each other.
@@ -136,28 +97,82 @@ def render_ivpt(
     image = _check_image(image)
     maps = _check_inputs(layer_maps, layer_names, importance, concept_names, hierarchy, panel_size)
     values = [float(value) for value in importance]
-    groups = len(values)
-    layers = len(maps)
-
-    width = max((layers + 1) * panel_size + layers * GAP, CHART_MIN_WIDTH)
-    chart_top = HEADER_HEIGHT + panel_size + CAPTION_HEIGHT
-    height = chart_top + CHART_HEADING + groups * ROW_HEIGHT + MARGIN
-    figure = np.full((height, width, 3), 255, np.uint8)
-
+    names = [str(name) for name in concept_names]
+    layout = _layout(maps, layer_names, hierarchy, values, names, verdict_lines(predicted, true), panel_size)
+    figure = np.full((layout.height, layout.width, 3), 255, np.uint8)
     square = np.asarray(Image.fromarray(image).resize((panel_size, panel_size), Image.Resampling.BILINEAR))
-    figure[HEADER_HEIGHT : HEADER_HEIGHT + panel_size, :panel_size] = square
-    for index, probabilities in enumerate(maps, start=1):
-        links = hierarchy[index - 1] if index < layers else range(groups)
-        left = index * (panel_size + GAP)
-        overlay = _overlay(square, probabilities, _channel_colours(links))
-        figure[HEADER_HEIGHT : HEADER_HEIGHT + panel_size, left : left + panel_size] = overlay
+    panels = [square] + [
+        _overlay(square, probabilities, _channel_colours(hierarchy[index] if index < len(maps) - 1 else range(len(values))))
+        for index, probabilities in enumerate(maps)
+    ]
+    for left, panel in zip(layout.lefts, panels):
+        figure[layout.panel_top : layout.panel_top + panel_size, left : left + panel_size] = panel
 
-    canvas = Image.fromarray(figure)
-    draw = ImageDraw.Draw(canvas)
-    _draw_text(draw, (4, 5), str(title), _font(_TITLE_FONT), width - 8, _INK)
-    _draw_captions(draw, maps, layer_names, hierarchy, panel_size)
-    _draw_chart(draw, chart_top, width, values, concept_names)
-    return np.array(canvas)
+    canvas = Canvas(Image.fromarray(figure))
+    title, text = font(_TITLE_FONT), font(_TEXT_FONT)
+    for row, (line, colour) in enumerate(layout.verdict):
+        canvas.text((MARGIN, MARGIN + row * line_height(title)), line, title, colour)
+    caption_top = layout.panel_top + panel_size + 3
+    for index, (left, lines) in enumerate(zip(layout.lefts, layout.captions)):
+        canvas.regions["input" if index == 0 else f"layer {index}"] = _box(left, layout.panel_top, panel_size, panel_size)
+        for row, (line, colour) in enumerate(lines):
+            canvas.text((left, caption_top + row * line_height(text)), line, text, colour)
+    chart = _box(MARGIN, layout.chart_top, layout.width - 2 * MARGIN, layout.height - MARGIN - layout.chart_top)
+    canvas.regions["chart"] = chart
+    _draw_chart(canvas, chart, values, names, layout.chart_columns)
+    return canvas.figure()
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where everything of an IVPT figure goes (output pixels) and its wrapped texts."""
+
+    width: int
+    height: int
+    lefts: list[int]  # left column of each panel, the input first
+    panel_top: int
+    chart_top: int
+    verdict: list[tuple[str, Colour]]  # wrapped lines
+    captions: list[list[tuple[str, Colour]]]  # wrapped lines per panel
+    chart_columns: tuple[int, int]  # widths of the swatch-and-name block and of the value block
+
+
+def _layout(
+    maps: list[np.ndarray],
+    layer_names: Sequence[str],
+    hierarchy: Sequence[Sequence[int | None]],
+    values: list[float],
+    names: list[str],
+    verdict: list[tuple[str, Colour]],
+    panel_size: int,
+) -> _Layout:
+    """Measure every text and place panels, captions and chart so that nothing is cut or overlaps.
+
+    Panels are ``panel_size`` wide but spaced wider when a caption word needs it; the figure widens
+    for the chart's longest name and value.
+    """
+    title, text = font(_TITLE_FONT), font(_TEXT_FONT)
+    label_width = _SWATCH + 4 + max((text_width(name, text) for name in names), default=0)
+    value_width = max((text_width(f"{value:.2f}", text) for value in values), default=0)
+    chart_width = label_width + value_width + 2 * _COLUMN_GAP + MIN_BAR_AREA
+    texts = _caption_texts(maps, layer_names, hierarchy)
+    column = max([panel_size, *(text_width(word, text) for lines in texts for line, _ in lines for word in line.split())])
+    panels_width = (len(maps) + 1) * column + len(maps) * GAP
+    width = 2 * MARGIN + max(panels_width, CHART_MIN_WIDTH - 2 * MARGIN, chart_width)
+    wrapped = [(piece, colour) for line, colour in verdict for piece in wrap(line, title, width - 2 * MARGIN)]
+    captions = [[(piece, colour) for line, colour in lines for piece in wrap(line, text, column)] for lines in texts]
+    panel_top = MARGIN + len(wrapped) * line_height(title) + 4
+    chart_top = panel_top + panel_size + 3 + max(len(lines) for lines in captions) * line_height(text) + 6
+    return _Layout(
+        width=width,
+        height=chart_top + line_height(text) + len(values) * ROW_HEIGHT + MARGIN,
+        lefts=[MARGIN + index * (column + GAP) for index in range(len(maps) + 1)],
+        panel_top=panel_top,
+        chart_top=chart_top,
+        verdict=wrapped,
+        captions=captions,
+        chart_columns=(label_width, value_width),
+    )
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -258,28 +273,26 @@ def _overlay(square: np.ndarray, probabilities: np.ndarray, colours: np.ndarray)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def _draw_captions(
-    draw: ImageDraw.ImageDraw,
-    maps: list[np.ndarray],
-    layer_names: Sequence[str],
-    hierarchy: Sequence[Sequence[int | None]],
-    panel_size: int,
-) -> None:
-    """Under each panel, its name and a line on its concepts (fine -> coarse for intermediate layers)."""
-    top = HEADER_HEIGHT + panel_size + 3
-    name_font, small = _font(_TEXT_FONT), _font(_SMALL_FONT)
+def _box(left: int, top: int, width: int, height: int) -> Box:
+    """The :class:`~xaikit.figure_layout.Box` of ``width x height`` pixels from ``(left, top)``."""
+    return Box(left, top, left + width, top + height)
+
+
+def _caption_texts(
+    maps: list[np.ndarray], layer_names: Sequence[str], hierarchy: Sequence[Sequence[int | None]]
+) -> list[list[tuple[str, Colour]]]:
+    """Per panel (the input first), its name and a line on its concepts, unwrapped, with colours."""
     groups = maps[-1].shape[0] - 1
-    _draw_text(draw, (2, top), "input", name_font, panel_size - 2, _INK)
+    captions = [[("input", INK)]]
     for index, (probabilities, name) in enumerate(zip(maps, layer_names)):
-        left = (index + 1) * (panel_size + GAP)
         fine = probabilities.shape[0] - 1
         if index < len(maps) - 1:
             unlinked = sum(link is None for link in hierarchy[index])
             counts = f"{fine} fine -> {groups} coarse" + (f", {unlinked} unlinked" if unlinked else "")
         else:
             counts = f"{fine} concept{'s' if fine != 1 else ''} + background"
-        _draw_text(draw, (left + 2, top), str(name), name_font, panel_size - 2, _INK)
-        _draw_text(draw, (left + 2, top + _LINE_HEIGHT), counts, small, panel_size - 2, _MUTED)
+        captions.append([(str(name), INK), (counts, _MUTED)])
+    return captions
 
 
 def _bars(values: list[float], area_left: int, area_width: int) -> tuple[int, list[tuple[int, int]]]:
@@ -305,64 +318,31 @@ def _bars(values: list[float], area_left: int, area_width: int) -> tuple[int, li
     return axis, extents
 
 
-def _draw_chart(
-    draw: ImageDraw.ImageDraw, top: int, width: int, values: list[float], concept_names: Sequence[str]
-) -> None:
-    """The importance chart: heading, then per concept a swatch, its name, its bar and its value."""
-    text, small = _font(_TEXT_FONT), _font(_SMALL_FONT)
-    _draw_text(draw, (MARGIN, top + 3), "concept importance", text, width - 2 * MARGIN, _INK)
-    area_left = MARGIN + LABEL_WIDTH
-    area_width = width - 2 * MARGIN - LABEL_WIDTH - VALUE_WIDTH
+def _draw_chart(canvas: Canvas, chart: Box, values: list[float], names: list[str], columns: tuple[int, int]) -> None:
+    """The importance chart in ``chart``: heading, then per concept a swatch, its name, its bar and its value.
+
+    ``columns`` are the widths of the swatch-and-name block and of the value block.
+    """
+    text = font(_TEXT_FONT)
+    left, right = int(chart.left), int(chart.right)
+    canvas.text((left, chart.top), "concept importance for the predicted class", text, INK)
+    label_width, value_width = columns
+    area_left = left + label_width + _COLUMN_GAP
+    area_width = right - value_width - _COLUMN_GAP - area_left
     axis, extents = _bars(values, area_left, area_width)
-    first_row = top + CHART_HEADING
-    for index, (value, name, (start, stop)) in enumerate(zip(values, concept_names, extents)):
+    first_row = int(chart.top) + line_height(text)
+    _, ink_top, _, ink_bottom = text.getbbox("Ag")  # one baseline for every row
+    for index, (value, name, (start, stop)) in enumerate(zip(values, names, extents)):
         row = first_row + index * ROW_HEIGHT
         bar_top = row + (ROW_HEIGHT - BAR_HEIGHT) // 2
         middle = row + ROW_HEIGHT // 2
+        baseline = middle - (ink_top + ink_bottom) // 2
         colour = concept_colour(index)
-        draw.rectangle([MARGIN, middle - _SWATCH // 2, MARGIN + _SWATCH - 1, middle + _SWATCH // 2 - 1], fill=colour)
-        label_left = MARGIN + _SWATCH + 4
-        _draw_text(draw, (label_left, middle), str(name), small, area_left - label_left - 4, _INK, centred=True)
+        canvas.draw.rectangle([left, middle - _SWATCH // 2, left + _SWATCH - 1, middle + _SWATCH // 2 - 1], fill=colour)
+        canvas.text((left + _SWATCH + 4, baseline), name, text, INK)
         if stop > start:
-            draw.rectangle([start, bar_top, stop - 1, bar_top + BAR_HEIGHT - 1], fill=colour)
+            canvas.draw.rectangle([start, bar_top, stop - 1, bar_top + BAR_HEIGHT - 1], fill=colour)
         number = f"{value:.2f}"
-        number_left = width - MARGIN - round(draw.textlength(number, font=small))
-        _draw_text(draw, (number_left, middle), number, small, VALUE_WIDTH, _INK, centred=True)
+        canvas.text((right - text_width(number, text), baseline), number, text, INK)
     if values:
-        draw.line([(axis, first_row), (axis, first_row + len(values) * ROW_HEIGHT - 1)], fill=_INK, width=1)
-
-
-def _draw_text(
-    draw: ImageDraw.ImageDraw,
-    xy: tuple[int, int],
-    text: str,
-    font: _Font,
-    width: int,
-    colour: Colour,
-    centred: bool = False,
-) -> None:
-    """Write ``text`` from ``xy``, cut to its longest prefix plus "..." that fits ``width`` pixels.
-
-    ``xy`` is the text's top left corner, or with ``centred`` its left end at mid-height.
-    """
-    if draw.textlength(text, font=font) > width:
-        end = len(text)
-        while end > 0 and draw.textlength(f"{text[:end].rstrip()}...", font=font) > width:
-            end -= 1
-        text = f"{text[:end].rstrip()}..." if end > 0 else ""
-    if not text:
-        return
-    x, y = xy
-    if centred:
-        _, top, _, bottom = draw.textbbox((0, 0), "Ag", font=font)  # one baseline for every text
-        y -= (top + bottom) // 2
-    draw.text((x, y), text, font=font, fill=colour)
-
-
-@functools.lru_cache(maxsize=None)
-def _font(size: int) -> _Font:
-    """Pillow's default font at ``size`` points, or its fixed bitmap font when that cannot be scaled."""
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, ImportError, OSError):  # Pillow < 10.1 takes no size; no FreeType cannot scale
-        return ImageFont.load_default()
+        canvas.draw.line([(axis, first_row), (axis, first_row + len(values) * ROW_HEIGHT - 1)], fill=INK, width=1)

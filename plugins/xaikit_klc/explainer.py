@@ -423,12 +423,12 @@ class KLC(Explainer):
 
     def render(self, sample: Sample, detail: Mapping[str, Any]) -> np.ndarray:
         """The paper's Figure 2: query and prototypes side by side, matched keypoints joined and labelled."""
-        from xaikit_klc.figure import render_explanation
+        from xaikit_klc.figure import draw_explanation
 
         prototypes = self.prototype_samples(detail)
         maps = self.segmenter.segment([sample, *prototypes])
-        return render_explanation(
+        return draw_explanation(
             sample.image, [prototype.image for prototype in prototypes], detail,
             query_labels=maps[0].labels, prototype_labels=[part_map.labels for part_map in maps[1:]],
             class_names=self.classes,
-        )
+        ).image

@@ -1,20 +1,30 @@
-"""Draw a KLC explanation the way Figure 2 of the KLC paper does.
+"""Draw a KLC explanation: the query beside each retrieved prototype, matched parts joined by lines.
 
-The query sits on the left and its ``k`` retrieved prototypes follow in rank order, every panel
-resized to the same height. Each matched part pair is joined by a line from the query keypoint to the
-prototype keypoint, coloured by the query part and labelled with the part name at both ends.
-Unmatched parts get small grey hollow markers and grey names; when part maps are given, their pixel
-regions are dimmed towards grey so the matched parts stand out.
+Figure 2 of the KLC paper puts the query left of its ``k`` prototypes and joins matched part pairs by
+lines. Here every prototype gets its own row, the query repeated on its left, so that no line runs
+across another prototype: row ``i`` holds the query and prototype ``i`` (rank order), each resized to
+``height`` rows, with the lines of their matches crossing only the gap between the two. A matched pair
+is drawn in the colour of the query part, with a filled marker and the part's name at both ends;
+unmatched parts get small grey hollow markers and grey names. When part maps are given, the regions of
+parts that have no match in that row are dimmed towards grey.
 
-Figure layout (all in output pixels): a white title band of :data:`HEADER_HEIGHT` rows, then the
-panels (``height`` rows) side by side with :data:`GAP` columns between neighbours and none at the
-outer edges, then, only when the prediction fell back to the nearest prototype, a
-:data:`FOOTER_HEIGHT`-row band saying so under the query.
+Nothing is cut off and no two texts overlap: titles wrap onto more lines, and part names are placed
+next to their markers by :func:`xaikit.figure_layout.place_labels` (inside their own panel, around
+markers and earlier names); a name with no free spot is listed under its panel instead
+(``unlabelled: ...``). :func:`draw_explanation` returns the pixels with every text box and panel, so
+that tests can check the layout.
+
+Figure layout (output pixels), top to bottom, all inside a :data:`MARGIN`-pixel white border: the
+verdict (the true class when known, then the predicted one and whether it is correct, green or red;
+for a fallback prediction a red line saying so); then per prototype, :data:`ROW_GAP` rows apart, a
+title band (``query`` over the first row's query; ``#rank class · similarity · matched parts`` over
+the prototype), the two panels :data:`GAP` columns apart, and the ``unlabelled`` captions when any.
+The query column is as wide as the resized query, the prototype column as the widest resized
+prototype.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -23,33 +33,46 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
+from xaikit.figure_layout import (
+    INK,
+    WRONG,
+    Box,
+    Canvas,
+    Figure,
+    font,
+    label_size,
+    line_height,
+    place_labels,
+    readable_class_name,
+    verdict_lines,
+    wrap,
+)
 from xaikit.io import write_png_atomically
 
 __all__ = [
     "FALLBACK_TEXT",
-    "FOOTER_HEIGHT",
     "GAP",
-    "HEADER_HEIGHT",
+    "MARGIN",
     "PALETTE",
+    "ROW_GAP",
     "UNMATCHED_GREY",
+    "draw_explanation",
     "part_colour",
-    "render_explanation",
     "save_explanation",
 ]
 
 Colour = tuple[int, int, int]
 Point = tuple[float, float]
 _Entry = Mapping[str, Any]
-_Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
-GAP = 8
-"""White columns between neighbouring panels."""
-HEADER_HEIGHT = 40
-"""Rows of the title band above the panels (two lines of text)."""
-FOOTER_HEIGHT = 22
-"""Rows of the band under the panels, present only for a fallback prediction."""
+MARGIN = 8
+"""White border around the figure."""
+GAP = 40
+"""Columns between the query and the prototype of a row, crossed by the match lines."""
+ROW_GAP = 18
+"""Rows between one prototype's row and the next one's title."""
 FALLBACK_TEXT = "no matched parts: predicted from the nearest prototype"
 
 PALETTE: tuple[Colour, ...] = (
@@ -78,16 +101,12 @@ UNMATCHED_GREY: Colour = (150, 150, 150)
 """Colour of unmatched parts' markers and names."""
 
 _WHITE: Colour = (255, 255, 255)
-_INK: Colour = (20, 20, 20)
-_RIGHT: Colour = (0, 120, 40)
-_WRONG: Colour = (190, 0, 30)
 _LABEL_BOX: Colour = (24, 24, 24)
+_CAPTION: Colour = (110, 110, 110)
 _DIM_TARGET = 128.0
 _DIM_STRENGTH = 0.6
-_LINE_HEIGHT = 17
 _TITLE_FONT = 13
 _PART_FONT = 12
-_SMALL_FONT = 11
 _LINE_WIDTH = 2
 _MARKER_RADIUS = 5
 _UNMATCHED_RADIUS = 3
@@ -98,9 +117,15 @@ class _Panel:
     """Where one resized image lies in the figure and how its pixel coordinates scale."""
 
     left: int
+    top: int
     width: int
+    height: int
     scale_x: float
     scale_y: float
+
+    @property
+    def box(self) -> Box:
+        return Box(self.left, self.top, self.left + self.width, self.top + self.height)
 
     def to_figure(self, point: Point) -> Point:
         """Map a continuous ``(x, y)`` image coordinate to the Pillow pixel coordinate in the figure.
@@ -108,7 +133,32 @@ class _Panel:
         Pillow addresses pixel ``(i, j)`` at ``(j, i)`` while the image convention puts that pixel's
         centre at ``(j + 0.5, i + 0.5)``, hence the half-pixel shift.
         """
-        return self.left + point[0] * self.scale_x - 0.5, HEADER_HEIGHT + point[1] * self.scale_y - 0.5
+        return self.left + point[0] * self.scale_x - 0.5, self.top + point[1] * self.scale_y - 0.5
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """One part drawn in a panel: its marker, its name and, when matched, its colour."""
+
+    point: Point
+    name: str
+    colour: Colour | None  # None: unmatched
+
+
+@dataclass(frozen=True)
+class _Row:
+    """Prototype ``rank``'s row: its panels, title, matched lines, marks and placed names."""
+
+    rank: int
+    title_top: int
+    title: list[str]
+    panels: tuple[_Panel, _Panel]
+    lines: list[tuple[Point, Point, Colour]]
+    marks: tuple[list[_Mark], list[_Mark]]
+    kept: tuple[set[int], set[int]]
+    labels: list[tuple[_Mark, Box]]
+    captions: tuple[list[str], ...]  # the wrapped "unlabelled: ..." lines under each panel
+    bottom: int
 
 
 def part_colour(label: int) -> Colour:
@@ -116,17 +166,17 @@ def part_colour(label: int) -> Colour:
     return PALETTE[(int(label) - 1) % len(PALETTE)]
 
 
-def render_explanation(
+def draw_explanation(
     query: np.ndarray,
     prototypes: Sequence[np.ndarray],
     detail: Mapping[str, Any],
     *,
     query_labels: torch.Tensor | None = None,
     prototype_labels: Sequence[torch.Tensor | None] | None = None,
-    height: int = 320,
+    height: int = 280,
     class_names: Sequence[str] | None = None,
-) -> np.ndarray:
-    """Draw the query, its prototypes and the matched parts between them.
+) -> Figure:
+    """Draw the query beside each of its prototypes, with the matched parts between them.
 
     Args:
         query: the query image, ``(H, W, 3)`` ``uint8`` RGB.
@@ -134,14 +184,16 @@ def render_explanation(
         detail: the KLC explainer's detail dict for this query (prediction, label, fallback,
             prototypes, query_parts, prototype_parts, matches).
         query_labels: the query's ``(H, W)`` part map (0 = background). When given, every part
-            region whose label is not that of a matched query part is dimmed towards grey.
+            region without a match in a row is dimmed towards grey in that row.
         prototype_labels: one ``(H_j, W_j)`` part map or ``None`` per prototype, dimmed likewise.
         height: height of every panel in pixels; widths keep each image's aspect ratio.
-        class_names: class index -> name for titles; indices are shown when absent.
+        class_names: class index -> name for titles (shown readable: ``001.Black_footed_Albatross``
+            as ``Black footed Albatross``); indices are shown when absent.
 
     Returns:
-        The figure, ``(HEADER_HEIGHT + height [+ FOOTER_HEIGHT], sum of panel widths + k * GAP, 3)``
-        ``uint8``; the footer band is there only when ``detail["fallback"]`` is true.
+        The :class:`~xaikit.figure_layout.Figure`: pixels ``(H, W, 3)`` ``uint8`` with ``W = 2 *
+        MARGIN + query width + GAP + widest prototype width``, every text box, and the regions
+        ``"query i"`` and ``"prototype i"`` (``i = 1 .. k``) of the panels.
 
     Raises:
         ValueError: when images, part maps and ``detail`` disagree with each other.
@@ -150,31 +202,27 @@ def render_explanation(
     images += [_check_image(f"prototype {j}", image) for j, image in enumerate(prototypes)]
     k = len(images) - 1
     if k < 1:
-        raise ValueError("render_explanation needs at least one prototype image.")
+        raise ValueError("draw_explanation needs at least one prototype image.")
     if height < 1:
         raise ValueError(f"The panel height must be positive, got {height}.")
     entries, parts, matches = _check_detail(detail, k)
     prototype_maps = [None] * k if prototype_labels is None else list(prototype_labels)
     maps = _check_maps(images, [query_labels, *prototype_maps], k)
 
-    matched = _matched_indices(matches, k)
-    panels = _layout(images, height)
-    fallback = bool(detail.get("fallback", False))
-    size = (panels[-1].left + panels[-1].width, HEADER_HEIGHT + height + (FOOTER_HEIGHT if fallback else 0))
-    figure = Image.new("RGB", size, _WHITE)
-    for image, labels, panel_parts, used, panel in zip(images, maps, parts, matched, panels):
-        kept = {int(panel_parts[i]["label"]) for i in used}
-        shown = Image.fromarray(image if labels is None else _dim_unmatched(image, labels, kept))
-        figure.paste(shown.resize((panel.width, height), Image.Resampling.BILINEAR), (panel.left, HEADER_HEIGHT))
-
-    draw = ImageDraw.Draw(figure)
-    _draw_titles(draw, detail, entries, panels, class_names)
-    points = [[_figure_point(part, panel) for part in panel_parts] for panel_parts, panel in zip(parts, panels)]
-    _draw_matches(draw, figure.size, matches, parts, points, matched)
-    if fallback:
-        footer = (3, HEADER_HEIGHT + height + 3)
-        _draw_text(draw, footer, FALLBACK_TEXT, _font(_TITLE_FONT), figure.width - 6, _WRONG)
-    return np.array(figure)
+    widths = [max(1, round(image.shape[1] * height / image.shape[0])) for image in images]
+    width = 2 * MARGIN + widths[0] + GAP + max(widths[1:])
+    header = _header(detail, class_names, width - 2 * MARGIN)
+    top = MARGIN + len(header) * line_height(font(_TITLE_FONT)) + ROW_GAP // 2
+    rows = []
+    for rank in range(k):
+        row = _plan_row(rank, top, images, widths, height, parts, matches, entries[rank], class_names)
+        rows.append(row)
+        top = row.bottom + ROW_GAP
+    canvas = Canvas(Image.new("RGB", (width, rows[-1].bottom + MARGIN), _WHITE))
+    _draw_header(canvas, header)
+    for row in rows:
+        _draw_row(canvas, row, (images[0], images[row.rank + 1]), (maps[0], maps[row.rank + 1]))
+    return canvas.figure()
 
 
 def save_explanation(path: str | os.PathLike[str], figure: np.ndarray) -> None:
@@ -182,6 +230,7 @@ def save_explanation(path: str | os.PathLike[str], figure: np.ndarray) -> None:
     write_png_atomically(path, _check_image("the figure", np.asarray(figure)))
 
 
+# ------------------------------------------------------------------------------------------ checks
 def _check_image(what: str, image: np.ndarray) -> np.ndarray:
     """Return ``image`` if it is ``(H, W, 3)`` ``uint8`` with at least one pixel, else raise."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
@@ -204,6 +253,7 @@ def _check_detail(detail: Mapping[str, Any], k: int) -> tuple[list[_Entry], list
     prototype_parts = [list(parts) for parts in _field(detail, "prototype_parts")]
     parts = [list(_field(detail, "query_parts")), *prototype_parts]
     matches = list(_field(detail, "matches"))
+    _field(detail, "prediction")
     for key, count in (("prototypes", len(entries)), ("prototype_parts", len(prototype_parts))):
         if count != k:
             raise ValueError(f"The detail's {key!r} has {count} entries but {k} prototype images were given.")
@@ -250,34 +300,91 @@ def _check_maps(images: list[np.ndarray], maps: list[torch.Tensor | None], k: in
     return checked
 
 
-def _matched_indices(matches: list[_Entry], k: int) -> list[set[int]]:
-    """Indices of the matched parts per panel (query first)."""
-    matched: list[set[int]] = [set() for _ in range(k + 1)]
-    for match in matches:
-        query_part, prototype, prototype_part = _match_indices(match)
-        matched[0].add(query_part)
-        matched[prototype + 1].add(prototype_part)
-    return matched
+# ------------------------------------------------------------------------------------------ layout
+def _class_name(index: int, class_names: Sequence[str] | None) -> str:
+    """The readable name of class ``index``, or the index itself when no name is known."""
+    if class_names is not None and 0 <= index < len(class_names):
+        return readable_class_name(class_names[index])
+    return str(index)
 
 
-def _layout(images: list[np.ndarray], height: int) -> list[_Panel]:
-    """Place the panels left to right at ``height`` rows, keeping aspect ratios, ``GAP`` apart."""
-    panels: list[_Panel] = []
-    left = 0
-    for image in images:
-        rows, cols = image.shape[:2]
-        width = max(1, round(cols * height / rows))
-        panels.append(_Panel(left=left, width=width, scale_x=width / cols, scale_y=height / rows))
-        left += width + GAP
-    return panels
+def _header(detail: Mapping[str, Any], class_names: Sequence[str] | None, width: int) -> list[tuple[str, Colour]]:
+    """The verdict (and the fallback note) as wrapped ``(line, colour)`` pairs ``width`` pixels wide."""
+    label = int(detail.get("label", -1))
+    lines = verdict_lines(
+        _class_name(int(detail["prediction"]), class_names), _class_name(label, class_names) if label >= 0 else None
+    )
+    if bool(detail.get("fallback", False)):
+        lines.append((FALLBACK_TEXT, WRONG))
+    title = font(_TITLE_FONT)
+    return [(piece, colour) for text, colour in lines for piece in wrap(text, title, width)]
 
 
-def _dim_unmatched(image: np.ndarray, labels: np.ndarray, kept: set[int]) -> np.ndarray:
-    """Blend every part pixel whose label is not in ``kept`` towards grey; background and kept parts stay."""
-    dim = (labels != 0) & ~np.isin(labels, sorted(kept))
-    out = image.copy()
-    out[dim] = np.rint(image[dim] * (1.0 - _DIM_STRENGTH) + _DIM_TARGET * _DIM_STRENGTH).astype(np.uint8)
-    return out
+def _plan_row(
+    rank: int,
+    top: int,
+    images: list[np.ndarray],
+    widths: list[int],
+    height: int,
+    parts: list[list[_Entry]],
+    matches: list[_Entry],
+    entry: _Entry,
+    class_names: Sequence[str] | None,
+) -> _Row:
+    """Lay out prototype ``rank``'s row from ``top``: title, panels, lines, names and captions."""
+    mine = [_match_indices(match) for match in matches if int(match["prototype"]) == rank]
+    title = _row_title(rank, entry, len(mine), class_names, max(widths[1:]))
+    panel_top = top + len(title) * line_height(font(_TITLE_FONT))
+    panels = (
+        _panel(MARGIN, panel_top, images[0], widths[0], height),
+        _panel(MARGIN + widths[0] + GAP, panel_top, images[rank + 1], widths[rank + 1], height),
+    )
+    pair = (parts[0], parts[rank + 1])
+    colours = _pair_colours(mine, parts[0])
+    marks = (_marks(pair[0], panels[0], colours[0]), _marks(pair[1], panels[1], colours[1]))
+    links = [
+        (start, end, colours[0][q])
+        for q, _, p in mine
+        if (start := _figure_point(pair[0][q], panels[0])) is not None and (end := _figure_point(pair[1][p], panels[1])) is not None
+    ]
+    placed = [_place_names(panel_marks, panel) for panel_marks, panel in zip(marks, panels)]
+    part_font = font(_PART_FONT)
+    captions = tuple(wrap(_unlabelled_text(names), part_font, panel.width) if names else [] for (_, names), panel in zip(placed, panels))
+    caption_rows = max(len(caption) for caption in captions)
+    return _Row(
+        rank=rank,
+        title_top=top,
+        title=title,
+        panels=panels,
+        lines=links,
+        marks=marks,
+        kept=({int(pair[0][q]["label"]) for q, _, _ in mine}, {int(pair[1][p]["label"]) for _, _, p in mine}),
+        labels=[pair for labelled, _ in placed for pair in labelled],
+        captions=captions,
+        bottom=panel_top + height + (caption_rows * line_height(part_font) + 2 if caption_rows else 0),
+    )
+
+
+def _row_title(rank: int, entry: _Entry, count: int, class_names: Sequence[str] | None, width: int) -> list[str]:
+    """Prototype ``rank``'s title, wrapped to ``width``: rank and class, then similarity and matched parts."""
+    name = f"#{rank + 1} {_class_name(int(entry['label']), class_names)}"
+    scores = f"similarity {float(entry['similarity']):.2f} · {count} matched part{'' if count == 1 else 's'}"
+    return [piece for text in (name, scores) for piece in wrap(text, font(_TITLE_FONT), width)]
+
+
+def _pair_colours(mine: list[tuple[int, int, int]], query_parts: list[_Entry]) -> tuple[dict[int, Colour], dict[int, Colour]]:
+    """Colour of each matched query part and each matched prototype part (its first query partner's), by index."""
+    query = {q: part_colour(query_parts[q]["label"]) for q, _, _ in mine}
+    prototype: dict[int, Colour] = {}
+    for q, _, p in mine:
+        prototype.setdefault(p, query[q])
+    return query, prototype
+
+
+def _panel(left: int, top: int, image: np.ndarray, width: int, height: int) -> _Panel:
+    """The panel of ``image`` resized to ``width x height`` with its top left corner at ``(left, top)``."""
+    rows, cols = image.shape[:2]
+    return _Panel(left=left, top=top, width=width, height=height, scale_x=width / cols, scale_y=height / rows)
 
 
 def _figure_point(part: _Entry, panel: _Panel) -> Point | None:
@@ -289,138 +396,104 @@ def _figure_point(part: _Entry, panel: _Panel) -> Point | None:
     return panel.to_figure((x, y)) if math.isfinite(x) and math.isfinite(y) else None
 
 
-def _class_name(index: int, class_names: Sequence[str] | None) -> str:
-    """The name of class ``index``, or the index itself when no name is known."""
-    return str(class_names[index]) if class_names is not None and 0 <= index < len(class_names) else str(index)
+def _marks(parts: list[_Entry], panel: _Panel, colours: Mapping[int, Colour]) -> list[_Mark]:
+    """The drawable parts of one panel: matched ones (index in ``colours``) first, then unmatched ones."""
+    located = [(index, _figure_point(part, panel), part) for index, part in enumerate(parts)]
+    marks = [_Mark(point, str(part["name"]), colours.get(index)) for index, point, part in located if point is not None]
+    return [mark for mark in marks if mark.colour is not None] + [mark for mark in marks if mark.colour is None]
 
 
-def _draw_titles(
-    draw: ImageDraw.ImageDraw,
-    detail: Mapping[str, Any],
-    entries: list[_Entry],
-    panels: list[_Panel],
-    class_names: Sequence[str] | None,
-) -> None:
-    """Write the query's title and verdict and each prototype's rank, class and similarity above its panel."""
-    font = _font(_TITLE_FONT)
-    prediction, label = int(_field(detail, "prediction")), int(detail.get("label", -1))
-    verdict, colour = "", _INK
-    if label >= 0:
-        right = prediction == label
-        verdict = "  (right)" if right else f"  (wrong, true: {_class_name(label, class_names)})"
-        colour = _RIGHT if right else _WRONG
-    query = panels[0]
-    _draw_text(draw, (query.left + 2, 3), "query", font, query.width - 2, _INK)
-    predicted = f"pred: {_class_name(prediction, class_names)}{verdict}"
-    _draw_text(draw, (query.left + 2, 3 + _LINE_HEIGHT), predicted, font, query.width - 2, colour)
-    for rank, (entry, panel) in enumerate(zip(entries, panels[1:]), start=1):
-        title = f"#{rank}  {_class_name(int(entry['label']), class_names)}  sim {float(entry['similarity']):.2f}"
-        _draw_text(draw, (panel.left + 2, 3), title, font, panel.width - 2, _INK)
+def _place_names(marks: list[_Mark], panel: _Panel) -> tuple[list[tuple[_Mark, Box]], list[str]]:
+    """Place each mark's name inside ``panel`` around every marker and earlier name, matched parts first.
 
-
-def _draw_matches(
-    draw: ImageDraw.ImageDraw,
-    size: tuple[int, int],
-    matches: list[_Entry],
-    parts: list[list[_Entry]],
-    points: list[list[Point | None]],
-    matched: list[set[int]],
-) -> None:
-    """Draw the unmatched parts in grey, then every match's line, then matched markers and names on top."""
-    small = _font(_SMALL_FONT)
-    for panel_parts, panel_points, used in zip(parts, points, matched):
-        for index, (part, point) in enumerate(zip(panel_parts, panel_points)):
-            if index not in used and point is not None:
-                _draw_marker(draw, point, _UNMATCHED_RADIUS, None, UNMATCHED_GREY)
-                _draw_label(draw, size, point, str(part["name"]), small, (UNMATCHED_GREY, None))
-    ends: dict[tuple[int, int], Colour] = {}
-    for match in matches:
-        query_part, prototype, prototype_part = _match_indices(match)
-        colour = part_colour(parts[0][query_part]["label"])
-        start, end = points[0][query_part], points[prototype + 1][prototype_part]
-        if start is not None and end is not None:
-            draw.line([start, end], fill=colour, width=_LINE_WIDTH)
-        ends.setdefault((0, query_part), colour)
-        ends.setdefault((prototype + 1, prototype_part), colour)
-    _draw_ends(draw, size, ends, parts, points)
-
-
-def _draw_ends(
-    draw: ImageDraw.ImageDraw,
-    size: tuple[int, int],
-    ends: dict[tuple[int, int], Colour],
-    parts: list[list[_Entry]],
-    points: list[list[Point | None]],
-) -> None:
-    """Filled markers, then names, at every matched part ``(panel, part index)`` in its match colour."""
-    located = [(points[panel][index], parts[panel][index], colour) for (panel, index), colour in ends.items()]
-    located = [(point, part, colour) for point, part, colour in located if point is not None]
-    for point, _, colour in located:
-        _draw_marker(draw, point, _MARKER_RADIUS, colour, _LABEL_BOX)
-    font = _font(_PART_FONT)
-    for point, part, colour in located:
-        _draw_label(draw, size, point, str(part["name"]), font, (_lighten(colour), colour))
-
-
-def _draw_marker(
-    draw: ImageDraw.ImageDraw, point: Point, radius: int, fill: Colour | None, outline: Colour
-) -> None:
-    """A circle of ``radius`` pixels at ``point``, filled unless ``fill`` is ``None``."""
-    x, y = point
-    draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=fill, outline=outline, width=1)
-
-
-def _draw_label(
-    draw: ImageDraw.ImageDraw,
-    size: tuple[int, int],
-    point: Point,
-    text: str,
-    font: _Font,
-    colours: tuple[Colour, Colour | None],
-) -> None:
-    """Write ``text`` on a dark box just above and right of ``point``, kept inside a figure of ``size``.
-
-    ``colours`` are the text colour and the box's border colour (``None``: no border).
+    Returns:
+        The placed ``(mark, label box)`` pairs and the names of marks with no free spot.
     """
-    colour, border = colours
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    box_width, box_height = right - left + 4, bottom - top + 4
-    width, height = size
-    x = min(max(point[0] + _MARKER_RADIUS + 2, 0), width - box_width - 1)
-    y = min(max(point[1] - _MARKER_RADIUS - 2 - box_height, 0), height - box_height - 1)
-    draw.rectangle([x, y, x + box_width, y + box_height], fill=_LABEL_BOX, outline=border)
-    draw.text((x + 2 - left, y + 2 - top), text, font=font, fill=colour)
+    if not marks:
+        return [], []
+    anchors = np.array([mark.point for mark in marks], np.float64)
+    sizes = np.array([label_size(mark.name, font(_PART_FONT)) for mark in marks], np.float64)
+    reach = _MARKER_RADIUS + 2
+    markers = [Box(x - reach, y - reach, x + reach + 1, y + reach + 1) for x, y in anchors]
+    boxes = place_labels(anchors, sizes, panel.box, markers, clearance=reach)
+    placed = [(mark, box) for mark, box in zip(marks, boxes) if box is not None]
+    return placed, [mark.name for mark, box in zip(marks, boxes) if box is None]
 
 
-def _draw_text(
-    draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, font: _Font, width: int, colour: Colour
+def _unlabelled_text(names: list[str]) -> str:
+    """The caption listing the parts whose names found no free spot."""
+    return "unlabelled: " + ", ".join(names)
+
+
+# ------------------------------------------------------------------------------------------ drawing
+def _draw_header(canvas: Canvas, header: list[tuple[str, Colour]]) -> None:
+    """Write the verdict lines at the top left."""
+    title = font(_TITLE_FONT)
+    y = MARGIN
+    for text, colour in header:
+        canvas.text((MARGIN, y), text, title, colour)
+        y += line_height(title)
+
+
+def _draw_row(
+    canvas: Canvas, row: _Row, images: tuple[np.ndarray, np.ndarray], maps: tuple[np.ndarray | None, np.ndarray | None]
 ) -> None:
-    """Write ``text`` at ``xy``, shortened to fit in ``width`` pixels where it can be."""
-    draw.text(xy, _shorten(draw, text, font, width), font=font, fill=colour)
+    """Draw one row: titles, the two (dimmed) panels, the match lines, markers, leaders and names."""
+    title = font(_TITLE_FONT)
+    if row.rank == 0:
+        canvas.text((row.panels[0].left, row.title_top), "query", title, INK)
+    canvas.paragraph((row.panels[1].left, row.title_top), row.title, title, INK)
+    for panel, image, labels, kept, name in zip(row.panels, images, maps, row.kept, ("query", "prototype")):
+        _paste(canvas, panel, image, labels, kept)
+        canvas.regions[f"{name} {row.rank + 1}"] = panel.box
+    for start, end, _ in row.lines:  # a dark casing keeps every line visible on light and dark images
+        canvas.draw.line([start, end], fill=_LABEL_BOX, width=_LINE_WIDTH + 2)
+    for start, end, colour in row.lines:
+        canvas.draw.line([start, end], fill=colour, width=_LINE_WIDTH)
+    for marks in row.marks:
+        for mark in sorted(marks, key=lambda mark: mark.colour is not None):  # matched markers on top
+            _draw_marker(canvas, mark)
+    for mark, box in row.labels:
+        _draw_leader(canvas, mark, box)
+    for mark, box in row.labels:
+        colours = (UNMATCHED_GREY, _LABEL_BOX, None) if mark.colour is None else (_lighten(mark.colour), _LABEL_BOX, mark.colour)
+        canvas.label(box, mark.name, font(_PART_FONT), colours)
+    for panel, caption in zip(row.panels, row.captions):
+        canvas.paragraph((panel.left, panel.top + panel.height + 2), caption, font(_PART_FONT), _CAPTION)
 
 
-def _shorten(draw: ImageDraw.ImageDraw, text: str, font: _Font, width: int) -> str:
-    """``text``, or its longest prefix that fits ``width`` pixels plus "...", but at least its first word."""
-    if draw.textlength(text, font=font) <= width:
-        return text
-    first = text.split(" ", 1)[0]
-    for end in range(len(text) - 1, len(first) - 1, -1):
-        candidate = f"{text[:end].rstrip()}..."
-        if draw.textlength(candidate, font=font) <= width:
-            return candidate
-    return first
+def _paste(canvas: Canvas, panel: _Panel, image: np.ndarray, labels: np.ndarray | None, kept: set[int]) -> None:
+    """Paste ``image`` into ``panel``; with a part map ``labels``, the parts whose label is not in ``kept`` are dimmed."""
+    shown = image if labels is None else _dim_unmatched(image, labels, kept)
+    resized = Image.fromarray(shown).resize((panel.width, panel.height), Image.Resampling.BILINEAR)
+    canvas.image.paste(resized, (panel.left, panel.top))
+
+
+def _dim_unmatched(image: np.ndarray, labels: np.ndarray, kept: set[int]) -> np.ndarray:
+    """Blend every part pixel whose label is not in ``kept`` towards grey; background and kept parts stay."""
+    dim = (labels != 0) & ~np.isin(labels, sorted(kept))
+    out = image.copy()
+    out[dim] = np.rint(image[dim] * (1.0 - _DIM_STRENGTH) + _DIM_TARGET * _DIM_STRENGTH).astype(np.uint8)
+    return out
+
+
+def _draw_marker(canvas: Canvas, mark: _Mark) -> None:
+    """A filled circle in the match colour, or a small grey hollow one for an unmatched part."""
+    x, y = mark.point
+    radius = _UNMATCHED_RADIUS if mark.colour is None else _MARKER_RADIUS
+    fill, outline = (None, UNMATCHED_GREY) if mark.colour is None else (mark.colour, _LABEL_BOX)
+    canvas.draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=fill, outline=outline, width=1)
+
+
+def _draw_leader(canvas: Canvas, mark: _Mark, box: Box) -> None:
+    """A thin line from the marker to its name's box when the name sits beyond the nearest ring."""
+    x, y = mark.point
+    nearest = (min(max(x, box.left), box.right - 1), min(max(y, box.top), box.bottom - 1))
+    if math.dist((x, y), nearest) > 2 * (_MARKER_RADIUS + 2):
+        canvas.draw.line([(x, y), nearest], fill=mark.colour or UNMATCHED_GREY, width=1)
 
 
 def _lighten(colour: Colour) -> Colour:
     """``colour`` blended 35% towards white, readable on the dark label box."""
     red, green, blue = (round(channel + (255 - channel) * 0.35) for channel in colour)
     return red, green, blue
-
-
-@functools.lru_cache(maxsize=None)
-def _font(size: int) -> _Font:
-    """Pillow's default font at ``size`` points, or its fixed bitmap font when that cannot be scaled."""
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, ImportError, OSError):  # Pillow < 10.1 takes no size; no FreeType cannot scale
-        return ImageFont.load_default()

@@ -182,3 +182,60 @@ def test_file_system_errors_are_one_line(tmp_path, capsys):
     assert main(["data", "synth", "--out", str(blocker / "inside"), "--classes", "2", "--per-class", "2"]) == 2
     err = one_line(capsys.readouterr().err)
     assert "internal error" not in err and str(blocker) in err
+
+
+
+def _bird_file(tmp_path: Path) -> Path:
+    from PIL import Image
+
+    image = tmp_path / "bird.png"
+    Image.new("RGB", (48, 32), (90, 140, 60)).save(image)
+    return image
+
+
+def test_explain_an_image_file_with_the_annotations_segmenter_names_a_pixel_segmenter(tiny_birds, tmp_path, capsys):
+    out = tmp_path / "fig.png"
+    assert main(["explain", str(_bird_file(tmp_path)), "--data-root", str(tiny_birds), "--out", str(out)]) == 2
+    error = one_line(capsys.readouterr().err)
+    assert "image file without part annotations" in error and "pass a segmenter that reads pixels, e.g. --segmenter dino-parts" in error
+    assert not out.exists()
+
+
+def test_explain_reads_the_training_images_whole_beside_an_image_file(tiny_birds, tmp_path, monkeypatch):
+    import xaikit.bench.runner
+    from xaikit.errors import XaikitError
+
+    built = []
+
+    def stop(config, registry):
+        built.append(config.options.get("dataset", {}))
+        raise XaikitError("stopped after building the configuration")
+
+    monkeypatch.setattr(xaikit.bench.runner, "build_run", stop)
+    base = ["--data-root", str(tiny_birds), "--segmenter", "dino-parts", "--out", str(tmp_path / "fig.png")]
+    assert main(["explain", str(_bird_file(tmp_path)), *base]) == 2
+    assert main(["explain", str(_bird_file(tmp_path)), *base, "--option", "dataset.crop_to_bbox=true"]) == 2
+    assert main(["explain", "3", *base]) == 2
+    assert built[0] == {"crop_to_bbox": False}  # a file has no box: the prototypes are drawn whole like it
+    assert built[1] == {"crop_to_bbox": "true"}  # the user's choice stands
+    assert built[2] == {}  # a dataset image is drawn as the dataset gives it, like its prototypes
+
+
+def test_explain_loads_an_ivpt_checkpoint_and_names_its_concepts_by_parts(tiny_birds, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    tiny = ["--data-root", str(tiny_birds), "--device", "cpu"]
+    assert main(["train", *tiny, "--epochs", "1", "--option", "prototypes=[5,4,3]", "--batch-size", "8", "--out", str(run_dir)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "ivpt.png"
+    explain = ["explain", "3", "--explainer", "ivpt", *tiny, "--option", f"checkpoint={run_dir}", "--out", str(out), "--json"]
+    assert main([*explain, "--option", "concept_names=parts"]) == 0
+    captured = capsys.readouterr()
+    assert f"loading ivpt from {run_dir}, then naming its concepts after the parts they hit" in captured.err
+    assert "fitting" not in captured.err and out.exists()
+    detail = json.loads(captured.out[: captured.out.rindex("}") + 1])
+    parts = {"back", "beak", "belly", "breast", "crown", "forehead", "left eye", "left leg", "left wing", "nape",
+             "right eye", "right leg", "right wing", "tail", "throat"}
+    for concept in detail["concepts"]:
+        assert concept["name"].rstrip(" 0123456789") in parts or concept["name"].startswith("concept ")
+    assert main(explain) == 0
+    assert "loading ivpt from" in capsys.readouterr().err

@@ -1,15 +1,27 @@
-"""``xaikit explain``: explain one image and draw the explanation (for KLC, the paper's Figure 2)."""
+"""``xaikit explain``: explain one image and draw the explanation (for KLC, the query beside each prototype).
+
+``IMAGE`` is a dataset image id or an image file. A dataset image is drawn as the dataset gives it
+(cropped to its box where the dataset crops), the same way as the training images it is compared
+with. A file has no box, so the training images are then read whole too (``dataset.crop_to_bbox=false``
+unless the option is given), and it has no part annotations, so a segmenter that reads them
+(``annotations``) is refused with a pointer to one that reads pixels.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 from rich.markup import escape
 
 from xaikit.cli.bench import add_component_arguments, config_from
 from xaikit.cli.console import add_debug, make_parent, stderr, stdout
+
+PIXEL_SEGMENTER = "dino-parts"
+"""The weight-free segmenter that reads pixels, suggested when an image file meets ``annotations``."""
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -17,10 +29,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     explain = commands.add_parser(
         "explain",
         help="explain one image and save the figure",
-        description="Fit the explainer on the dataset's training split, explain IMAGE and save its figure: "
-        "the query beside its prototypes, matched parts joined and labelled.",
+        description="Fit the explainer on the dataset's training split (or load its checkpoint), explain IMAGE "
+        "and save its figure: for KLC, the query beside each prototype with matched parts joined and labelled; "
+        "for IVPT, every layer's concept regions and the concepts' importance.",
     )
-    explain.add_argument("image", metavar="IMAGE", help="an image file, or the image id of a dataset image (to use its annotations)")
+    explain.add_argument(
+        "image", metavar="IMAGE",
+        help="the image id of a dataset image (drawn as the dataset gives it, with its annotations), or an image "
+        f"file (needs a segmenter that reads pixels, e.g. --segmenter {PIXEL_SEGMENTER}; the training images are then read whole)",
+    )
     add_component_arguments(explain)
     explain.add_argument("--out", type=Path, default=Path("explanation.png"), help="PNG to write (default explanation.png)")
     explain.add_argument("--json", action="store_true", help="also print the explanation's details as JSON")
@@ -28,17 +45,26 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     explain.set_defaults(handler=run)
 
 
-def _query(image: str, dataset):
-    """The sample to explain: a decoded file, or the dataset image with that id."""
-    import numpy as np
+def _is_file(image: str) -> bool:
+    """Whether ``IMAGE`` names a file rather than a dataset image id."""
+    return Path(image).exists() or not image.isdigit()
 
+
+def _file_query(image: str):
+    """The decoded image file, as a sample without annotations."""
     from xaikit.data.cub import decode_image
-    from xaikit.errors import XaikitError
     from xaikit.types import Sample
 
     path = Path(image)
-    if path.exists() or not image.isdigit():
-        return Sample(image=decode_image(path, exif_transpose=True), path=path)
+    return Sample(image=decode_image(path, exif_transpose=True), path=path)
+
+
+def _dataset_query(image: str, dataset):
+    """The dataset image with id ``image``."""
+    import numpy as np
+
+    from xaikit.errors import XaikitError
+
     image_ids = getattr(dataset, "image_ids", None)
     if image_ids is None:
         raise XaikitError(f"dataset {type(dataset).__name__} has no image ids; pass an image file instead of {image}")
@@ -48,15 +74,58 @@ def _query(image: str, dataset):
     return dataset[int(matches[0])]
 
 
+def _whole_images(config, registry):
+    """``config`` reading the dataset's images whole, when its dataset crops and the user left that option alone."""
+    dataset_options = config.options.get("dataset", {})
+    if "crop_to_bbox" in dataset_options or not registry.accepts("dataset", config.dataset, "crop_to_bbox"):
+        return config
+    options = {**config.options, "dataset": {**dataset_options, "crop_to_bbox": False}}
+    return dataclasses.replace(config, options=options)
+
+
+def _refuse_annotation_segmenter(image: str, run: Any) -> None:
+    """Refuse an image file when the explainer's segmenter reads dataset annotations instead of pixels."""
+    from xaikit.errors import XaikitError
+
+    segmenter = getattr(run.explainer, "segmenter", None)
+    if getattr(segmenter, "needs_annotations", False):
+        name = run.components.get("segmenter", {}).get("name", type(segmenter).__name__)
+        raise XaikitError(
+            f"{image} is an image file without part annotations, but the {name} segmenter needs an "
+            f"annotated dataset image; pass a segmenter that reads pixels, e.g. --segmenter {PIXEL_SEGMENTER}, "
+            "or a dataset image id"
+        )
+
+
+def _preparing(config, explainer_options: dict[str, Any], images: int) -> str:
+    """What the explainer is about to do before explaining: load its checkpoint or fit, and name its concepts."""
+    checkpoint = explainer_options.get("checkpoint")
+    what = f"loading {config.explainer} from {checkpoint}" if checkpoint is not None else f"fitting {config.explainer} on {images} training images"
+    if explainer_options.get("concept_names") == "parts":
+        what += f", then naming its concepts after the parts they hit in the {images} training images"
+    return what
+
+
 def run(args: argparse.Namespace) -> int:
-    """Build the components, fit, explain the image and write the figure."""
+    """Build the components, fit (or load), explain the image and write the figure."""
     import xaikit
     from xaikit.bench.runner import build_run
     from xaikit.io import write_png_atomically
 
-    run = build_run(config_from(args), xaikit.get_registry())
-    query = _query(args.image, run.train.split("all"))
-    stderr.print(f"[dim]fitting {escape(args.explainer)} on {len(run.train)} training images[/]")
+    registry = xaikit.get_registry()
+    config = config_from(args)
+    is_file = _is_file(args.image)
+    query = _file_query(args.image) if is_file else None
+    whole = _whole_images(config, registry) if is_file else config
+    run = build_run(whole, registry)
+    if is_file:
+        _refuse_annotation_segmenter(args.image, run)
+        if whole is not config:
+            stderr.print(f"[dim]{escape(args.image)} is a whole image file, so the training images are read whole too (dataset.crop_to_bbox=false)[/]")
+        config = whole
+    else:
+        query = _dataset_query(args.image, run.train.split("all"))
+    stderr.print(f"[dim]{escape(_preparing(config, config.options.get('explainer', {}), len(run.train)))}[/]")
     run.explainer.fit(run.train)
     explanation = run.explainer.explain([query])
     detail = explanation.details[0]
