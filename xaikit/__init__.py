@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     from xaikit.bench import BenchConfig, BenchResult, run_bench
     from xaikit.compare.frame import load_runs
     from xaikit.data.subset import Subset
-    from xaikit.training import Distributed, Trainable, TrainProgress
+    from xaikit.distributed import Distributed
+    from xaikit.training import Trainable, TrainProgress
     from xaikit.interfaces import Backbone, Capability, Dataset, Explainer, Matcher, Metric, PredictionMetric, Segmenter
     from xaikit.types import Explanation, Features, Match, MetricResult, PartMap, Sample
 
@@ -77,7 +78,7 @@ _LAZY = {
     "load_runs": "xaikit.compare.frame",
     "Trainable": "xaikit.training",
     "TrainProgress": "xaikit.training",
-    "Distributed": "xaikit.training",
+    "Distributed": "xaikit.distributed",
 }
 
 _registry: Registry | None = None

@@ -171,6 +171,11 @@ class Explainer(ABC):
     (``K = C x P``, channel ``p`` belongs to class ``p // P``: ProtoPNet's prototypes, one attribution
     map per class) or ``"class-agnostic"`` (concepts shared by every class: IVPT's and KLC's parts).
     The consistency and stability metrics score in this mode unless given ``mode=``."""
+    parallel_fit: ClassVar[bool] = False
+    """Whether :meth:`fit` is itself data-parallel under ``torchrun`` (IVPT trains with
+    ``DistributedDataParallel``), so that ``xaikit bench`` must call it in every process at once.
+    When ``False`` (the default), ``xaikit bench`` fits in process 0 first, and in the others once it
+    is done, so that what the fit caches on disk (features, gallery parts) is computed once."""
 
     @abstractmethod
     def fit(self, dataset: Dataset) -> Explainer:

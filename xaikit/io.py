@@ -1,4 +1,4 @@
-"""Atomic file writes: readers see the old file or all of the new one, never a mixture."""
+"""Atomic file writes (readers see the old file or all of the new one, never a mixture) and inter-process locks."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["write_bytes_atomically", "write_json_atomically", "write_png_atomically"]
+__all__ = ["exclusive", "write_bytes_atomically", "write_json_atomically", "write_png_atomically"]
 
 
 def write_bytes_atomically(path: str | os.PathLike[str], data: bytes) -> None:
@@ -36,6 +37,30 @@ def write_bytes_atomically(path: str | os.PathLike[str], data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
+
+
+@contextlib.contextmanager
+def exclusive(name: str) -> Iterator[None]:
+    """Hold the machine-wide lock ``name`` (an OS ``flock`` in the cache's ``locks/``) for the block.
+
+    Processes that would make the same thing at once (two ``torchrun`` processes generating a dataset)
+    take turns; the one that waited should check again whether the thing is made. The lock file stays
+    (it is tiny, and removing it safely needs the holder to outlive every waiter); the kernel drops the
+    lock when its holder dies.
+    """
+    import fcntl
+    import hashlib
+
+    from xaikit.paths import cache_dir
+
+    directory = cache_dir() / "locks"
+    directory.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(directory / f"{hashlib.blake2b(name.encode(), digest_size=16).hexdigest()}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def _umask() -> int:

@@ -1,25 +1,23 @@
-"""What ``xaikit train`` asks of an explainer that learns: the :class:`Trainable` interface, progress events, processes.
+"""What ``xaikit train`` asks of an explainer that learns: the :class:`Trainable` interface and its progress events.
 
 An explainer that trains (IVPT) subclasses both :class:`~xaikit.Explainer` and :class:`Trainable`.
 ``xaikit train`` builds it like ``xaikit bench`` does, calls :meth:`Trainable.train` with a run
 directory, then evaluates it on the test split; ``xaikit bench --option checkpoint=DIR`` loads the
-result. Under ``torchrun`` every process runs the same command; :class:`Distributed` says which one
-writes.
+result. Under ``torchrun`` every process runs the same command; :class:`~xaikit.distributed.Distributed` says
+which one writes.
 """
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from xaikit.interfaces import Dataset
 
-__all__ = ["Distributed", "TrainProgress", "Trainable"]
+__all__ = ["TrainProgress", "Trainable"]
 
 
 class TrainProgress:
@@ -36,54 +34,6 @@ class TrainProgress:
 
     def finish(self) -> None:
         """Training is over."""
-
-
-@dataclass(frozen=True)
-class Distributed:
-    """This process's place in a data-parallel run.
-
-    Attributes:
-        rank: the process index; rank 0 writes files and shows progress.
-        world: the number of processes.
-        local_rank: the process index on this machine (its CUDA device under ``torchrun``).
-    """
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def from_environment(cls) -> Distributed:
-        """The process group ``torchrun`` describes (``WORLD_SIZE > 1``), initialised on first use; one process otherwise.
-
-        The backend is nccl when CUDA is available, gloo otherwise.
-        """
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        import torch
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-        return cls(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")))
-
-    @property
-    def active(self) -> bool:
-        """Whether more than one process trains."""
-        return self.world > 1
-
-    @property
-    def writes(self) -> bool:
-        """Whether this process writes checkpoints and shows progress."""
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        """Wait for every process (nothing to wait for in a single process)."""
-        if self.active:
-            import torch.distributed as dist
-
-            dist.barrier()
 
 
 class Trainable(ABC):

@@ -19,12 +19,18 @@ from xaikit.errors import WeightsUnavailableError, XaikitError, suggest
 _CROP_MODES = {"center": "center-crop", "squash": "squash"}
 
 
+RANDOM_WEIGHTS_SEED = 0
+"""Seed of the weights of a model built without pretrained weights (``pretrained=False``)."""
+
+
 def create_timm_model(model: str, *, pretrained: bool, weights: str | None, model_args: dict[str, Any]) -> torch.nn.Module:
     """``timm.create_model`` without a classifier head, with one-sentence errors.
 
     Args:
         model: a timm model name (optionally ``name.tag``), ``local-dir:/path`` or ``hf-hub:id``.
-        pretrained: load pretrained weights.
+        pretrained: load pretrained weights; without them (and without ``weights``) the random weights
+            are drawn from seed :data:`RANDOM_WEIGHTS_SEED`, so that every process of a ``torchrun`` run,
+            and every run, has the same model (and the same feature-cache namespace).
         weights: a local weights file (safetensors or a state dict) given to timm through
             ``pretrained_cfg_overlay=dict(file=...)``; implies ``pretrained``.
         model_args: extra keyword arguments for the architecture (``img_size``, ``embed_dim``, ...).
@@ -38,9 +44,11 @@ def create_timm_model(model: str, *, pretrained: bool, weights: str | None, mode
     if not model.startswith(("local-dir:", "hf-hub:")) and not timm.is_model(name):
         raise XaikitError(f"unknown timm model '{model}'{suggest(name, timm.list_models())}")
     try:
-        return timm.create_model(
-            model, pretrained=pretrained or weights is not None, pretrained_cfg_overlay=overlay, num_classes=0, **model_args
-        )
+        with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
+            torch.manual_seed(RANDOM_WEIGHTS_SEED)
+            return timm.create_model(
+                model, pretrained=pretrained or weights is not None, pretrained_cfg_overlay=overlay, num_classes=0, **model_args
+            )
     except Exception as error:  # noqa: BLE001 - timm, safetensors and torch raise many types here
         if model.startswith("local-dir:"):
             raise XaikitError(f"cannot load timm model from {model[len('local-dir:'):]}: {error}") from None

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from xaikit.data.cub import CUBDataset
 from xaikit.data.synthetic import GENERATOR_VERSION, SynthConfig, write_synthetic_birds
+from xaikit.io import exclusive
 from xaikit.paths import cache_dir
 
 
@@ -43,8 +44,10 @@ def synthetic_birds(
     config = SynthConfig(classes=classes, per_class=per_class, size=size, seed=seed)
     path = Path(root).expanduser() if root is not None else default_root(config)
     if not (path / "images.txt").exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        images = classes * per_class
-        print(f"generating synthetic-birds ({images} images of {size} px) into {path}, once; later runs read it", file=sys.stderr, flush=True)
-        write_synthetic_birds(path, config)
+        with exclusive(f"synthetic-birds {path.absolute()}"):  # torchrun's processes: one generates, the others wait and read
+            if not (path / "images.txt").exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                images = classes * per_class
+                print(f"generating synthetic-birds ({images} images of {size} px) into {path}, once; later runs read it", file=sys.stderr, flush=True)
+                write_synthetic_birds(path, config)
     return CUBDataset(path, split=split, crop_to_bbox=crop_to_bbox)

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from xaikit.backbones.preprocess import Preprocess
 from xaikit.errors import XaikitError
 from xaikit.interfaces import Dataset
-from xaikit.training import Distributed, TrainProgress
+from xaikit.distributed import Distributed
+from xaikit.training import TrainProgress
 from xaikit.validation import choice_option, integer_option, number_option
 from xaikit_ivpt.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from xaikit_ivpt.geometry import random_affine

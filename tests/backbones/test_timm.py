@@ -105,3 +105,14 @@ def test_dynamic_img_size_models_take_any_input_size(tmp_path):
     for side, grid in ((32, 4), (48, 6), (64, 8)):
         features = backbone.features(torch.zeros(1, 3, side, side))
         assert features.patches.shape == (1, grid, grid, 32)
+
+
+def test_random_weights_are_the_same_in_every_process_and_leave_the_callers_random_state():
+    """``pretrained=False`` draws from a fixed seed, so torchrun's processes build one model and share one cache namespace."""
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    first = xaikit.create("backbone", "timm:vit_tiny_patch16_224", pretrained=False, model_args=TINY, device="cpu")
+    assert torch.equal(torch.random.get_rng_state(), state)
+    torch.manual_seed(7)
+    second = xaikit.create("backbone", "timm:vit_tiny_patch16_224", pretrained=False, model_args=TINY, device="cpu")
+    assert first.fingerprint == second.fingerprint and first.cache_namespace == second.cache_namespace

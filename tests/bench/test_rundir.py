@@ -153,3 +153,48 @@ def test_a_second_process_is_refused_at_once_while_the_first_holds_the_lock(tmp_
         assert f"in use by another xaikit process (pid {os.getpid()})" in out
     with started(tmp_path, resume=True):  # released: claimable again
         pass
+
+
+RECORD = {"label": 0, "prediction": 0, "scores": [1.0]}
+
+
+def test_shards_of_other_processes_are_read_merged_in_sample_order_and_removed(tmp_path):
+    with started(tmp_path) as run:
+        run.append([{"index": 7, **RECORD}, {"index": 2, **RECORD}])
+    (tmp_path / "items.1.jsonl").write_text(json.dumps({"index": 5, **RECORD}) + "\n" + '{"index": 9, "lab')
+    with started(tmp_path, resume=True) as run:
+        assert sorted(run.items) == [2, 5, 7]
+        assert (tmp_path / "items.1.jsonl").read_text().count("\n") == 1  # the torn line is cut off
+        run.consolidate([5, 2, 7, 9])
+    assert [json.loads(line)["index"] for line in (tmp_path / "items.jsonl").read_text().splitlines()] == [5, 2, 7]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["config.json", "items.jsonl"]
+
+
+def test_a_run_in_sample_order_without_shards_is_not_rewritten(tmp_path):
+    with started(tmp_path) as run:
+        run.append([{"index": 3, **RECORD}, {"index": 1, **RECORD}])
+        before = os.stat(tmp_path / "items.jsonl").st_ino
+        run.consolidate([3, 1, 4])
+    assert os.stat(tmp_path / "items.jsonl").st_ino == before
+
+
+def test_a_bad_shard_line_is_named_by_its_file(tmp_path):
+    started(tmp_path).release()
+    (tmp_path / "items.2.jsonl").write_text("{}\n")
+    with pytest.raises(XaikitError, match=r"items\.2\.jsonl line 1 has no image index"):
+        started(tmp_path, resume=True)
+
+
+def test_shard_names_belong_to_runs_only(tmp_path):
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "items.1.jsonl").write_text("mine\n")
+    with pytest.raises(XaikitError, match="holds items.1.jsonl and no xaikit run"):
+        started(tmp_path / "plain")
+    started(tmp_path / "run").release()
+    for name in ("items.1.jsonl", "items.0.jsonl"):
+        (tmp_path / "run" / name).write_text(json.dumps({"index": 0, **RECORD}) + "\n")
+    with pytest.raises(XaikitError, match="it holds items.0.jsonl, which xaikit did not write"):
+        started(tmp_path / "run", overwrite=True)
+    (tmp_path / "run" / "items.0.jsonl").unlink()
+    started(tmp_path / "run", overwrite=True).release()
+    assert sorted(path.name for path in (tmp_path / "run").iterdir()) == ["config.json"]

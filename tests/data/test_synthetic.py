@@ -364,3 +364,19 @@ def test_interrupted_write_leaves_nothing_behind(
     assert sorted(p.name for p in tmp_path.iterdir()) == (["birds"] if existing else [])
     if existing:
         assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+def test_processes_asking_for_the_dataset_at_once_generate_it_once(tmp_path: pathlib.Path) -> None:
+    """torchrun's processes all create synthetic-birds on first use: one generates, the others wait and read it."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import xaikit; print(len(xaikit.create('dataset', 'synthetic-birds', classes=2, per_class=4, size=64)))"
+    env = {**os.environ, "XAIKIT_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": os.pathsep.join(sys.path)}
+    processes = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    results = [process.communicate(timeout=300) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0], [err[-2000:] for _, err in results]
+    assert [out.strip() for out, _ in results] == ["8", "8", "8"]
+    assert sum(err.count("generating synthetic-birds") for _, err in results) == 1
+    assert [entry.name for entry in (tmp_path / "cache" / "synthetic-birds").iterdir()] == [f"v{GENERATOR_VERSION}-c2-n4-s64-seed0"]

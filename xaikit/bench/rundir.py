@@ -4,6 +4,12 @@
 batches of lines, each batch flushed and fsynced before the next one is computed; a run killed
 while writing leaves at most one partial last line, which :meth:`RunDirectory.start` cuts off on resume.
 
+Under ``torchrun``, process ``r > 0`` appends its records to its own shard ``items.<r>.jsonl``
+(:func:`shard_path`, :func:`append_records`) while process 0 appends to ``items.jsonl``; at the end
+process 0 merges the shards into ``items.jsonl`` in sample order (:meth:`RunDirectory.consolidate`),
+so the file is the same whatever the number of processes. A resumed run reads the shards a killed
+run left, whatever their number.
+
 Safety rules (xaikit never deletes a file it did not create):
 
 - A directory is an xaikit run when its ``config.json`` is one xaikit wrote (it records
@@ -30,10 +36,10 @@ from types import TracebackType
 from typing import Any
 
 from xaikit.errors import XaikitError
-from xaikit.io import write_json_atomically
+from xaikit.io import write_bytes_atomically, write_json_atomically
 from xaikit.quiet import LOG_NAME
 
-__all__ = ["CONFIG", "ITEMS", "LOCK", "LOG", "SUMMARY", "TEMPORARY", "RunDirectory", "record_problem"]
+__all__ = ["CONFIG", "ITEMS", "LOCK", "LOG", "SHARD", "SUMMARY", "TEMPORARY", "RunDirectory", "append_records", "record_problem", "shard_path"]
 
 CONFIG = "config.json"
 ITEMS = "items.jsonl"
@@ -44,6 +50,23 @@ RUN_FILES = (CONFIG, ITEMS, SUMMARY, LOCK, LOG)
 """Files every run may write; :meth:`RunDirectory.claim` adds a command's own (``metrics.json``, checkpoints)."""
 TEMPORARY = re.compile(r"^\..+\.\d+\..+\.tmp$")
 """Names of the temporary files xaikit.io's atomic writes leave when killed mid-write."""
+SHARD = re.compile(r"^items\.[1-9]\d*\.jsonl$")
+"""Names of the record shards of processes 1, 2, ... of a ``torchrun`` run (:func:`shard_path`)."""
+
+
+def shard_path(directory: Path, rank: int) -> Path:
+    """Where process ``rank`` appends its records: ``items.jsonl`` for process 0, ``items.<rank>.jsonl`` for the others."""
+    return Path(directory) / (ITEMS if rank == 0 else f"items.{rank}.jsonl")
+
+
+def append_records(path: Path, records: list[dict[str, Any]]) -> None:
+    """Append records to a JSON-lines file durably: one write, flushed and fsynced."""
+    if not records:
+        return
+    with Path(path).open("ab") as file:
+        file.write(_json_lines(records))
+        file.flush()
+        os.fsync(file.fileno())
 
 
 class RunDirectory:
@@ -142,7 +165,7 @@ class RunDirectory:
         """Whether a run wrote ``name``: any of :attr:`owned` in a run, only the lock and log elsewhere."""
         if TEMPORARY.match(name) or name in (LOCK, LOG):
             return True
-        return self._started and name in self.owned
+        return self._started and (name in self.owned or bool(SHARD.match(name)))
 
     def _is_run(self) -> bool:
         """Whether ``config.json`` is one that xaikit wrote (it records ``versions.xaikit``)."""
@@ -165,7 +188,7 @@ class RunDirectory:
                 ``items.jsonl`` holds a line xaikit did not write.
         """
         if self._started and self._overwrite:
-            for name in sorted(self.owned - {LOCK}):
+            for name in sorted(self.owned - {LOCK}) + [path.name for path in self._shards()]:
                 with contextlib.suppress(FileNotFoundError):
                     (self.path / name).unlink()
             self._started = False
@@ -211,15 +234,24 @@ class RunDirectory:
                     f"not {json.dumps(config.get(key))}; use another --out or --overwrite"
                 )
 
+    def _shards(self) -> list[Path]:
+        """The record shards of other processes in the directory, in process order."""
+        return sorted((path for path in self.path.iterdir() if SHARD.match(path.name)), key=lambda path: int(path.name.split(".")[1]))
+
     def _read_items(self) -> dict[int, dict[str, Any]]:
-        """Records of ``items.jsonl``; a torn last line (from a kill) is cut off the file.
+        """Records of ``items.jsonl`` and of every shard, in file order; a torn last line (from a kill) is cut off its file.
 
         Raises:
-            XaikitError: a complete line that is not a record xaikit writes (with its line number).
+            XaikitError: a complete line that is not a record xaikit writes (with its file and line number).
         """
-        path = self.path / ITEMS
-        if not path.exists():
-            return {}
+        items: dict[int, dict[str, Any]] = {}
+        for path in [self.path / ITEMS, *self._shards()]:
+            if path.exists():
+                items.update(self._read_records(path))
+        return items
+
+    def _read_records(self, path: Path) -> dict[int, dict[str, Any]]:
+        """The records of one JSON-lines file, cutting a torn last line off it."""
         items: dict[int, dict[str, Any]] = {}
         good = 0
         with path.open("rb") as file:
@@ -233,7 +265,7 @@ class RunDirectory:
                 record = None
             problem = record_problem(record)
             if problem:
-                raise XaikitError(f"cannot resume {self.path}: {ITEMS} line {number} {problem}; remove that line or start again with --overwrite")
+                raise XaikitError(f"cannot resume {self.path}: {path.name} line {number} {problem}; remove that line or start again with --overwrite")
             items[record["index"]] = record
             good += len(line)
         if good != path.stat().st_size:
@@ -242,14 +274,24 @@ class RunDirectory:
 
     def append(self, records: list[dict[str, Any]]) -> None:
         """Add finished records to ``items.jsonl`` durably (flushed and fsynced)."""
-        if not records:
-            return
-        data = "".join(json.dumps(record, sort_keys=True, allow_nan=False) + "\n" for record in records).encode()
-        with (self.path / ITEMS).open("ab") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
+        append_records(self.path / ITEMS, records)
         self.items.update((int(record["index"]), record) for record in records)
+
+    def consolidate(self, indices: list[int]) -> None:
+        """Merge the other processes' shards into ``items.jsonl``, in the order of ``indices`` (the run's sample).
+
+        ``items.jsonl`` is rewritten atomically only when there are shards or its records are out of
+        sample order (a resumed run); the shards are deleted after it is in place, so a kill at any
+        point loses no record. Afterwards :attr:`items` holds every record.
+        """
+        shards = self._shards()
+        self.items = self._read_items()
+        order = [index for index in indices if index in self.items]
+        if shards or list(self.items) != order:
+            write_bytes_atomically(self.path / ITEMS, _json_lines([self.items[index] for index in order]))
+            for path in shards:
+                path.unlink()
+            self.items = {index: self.items[index] for index in order}
 
     def add_timing(self, block: Mapping[str, Any]) -> None:
         """Append one session's wall times to ``config.json``'s ``timing`` list (a resumed run adds one per session).
@@ -282,6 +324,11 @@ def record_problem(record: Any) -> str:
     if not isinstance(scores, list) or not scores or not all(isinstance(s, int | float) and not isinstance(s, bool) for s in scores):
         return "has no list of scores"
     return ""
+
+
+def _json_lines(records: Iterable[Mapping[str, Any]]) -> bytes:
+    """Records as JSON lines: keys sorted, strict JSON (a NaN is refused, never written)."""
+    return "".join(json.dumps(record, sort_keys=True, allow_nan=False) + "\n" for record in records).encode()
 
 
 def _listing(names: list[str]) -> str:

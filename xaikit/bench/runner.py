@@ -8,11 +8,12 @@ read back, so a run that was interrupted and resumed gives the same summary as o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,11 @@ import torch
 
 from xaikit.bench.config import RESULT_KEYS, BenchConfig, environment, resolved_options
 from xaikit.bench.progress import Progress
-from xaikit.bench.rundir import RunDirectory
+from xaikit.bench.rundir import RunDirectory, append_records, shard_path
 from xaikit.bench.sampling import sample_indices
-from xaikit.bench.uncertainty import bootstrap_interval
+from xaikit.bench.uncertainty import OVER_UNITS, bootstrap_interval, mean_interval
 from xaikit.data.subset import Subset
+from xaikit.distributed import Distributed
 from xaikit.errors import DatasetError, PluginError, UnknownOptionError, XaikitError
 from xaikit.interfaces import Dataset, Explainer, Metric, PredictionMetric
 from xaikit.registry import Registry
@@ -184,12 +186,27 @@ def _decode(test: Dataset, index: int, strict: bool) -> Sample | dict[str, Any]:
         return {"index": index, "status": "skipped", "reason": str(error)}
 
 
-def _explain_missing(run: Run, directory: RunDirectory, indices: list[int], batch_size: int, strict: bool, progress: Progress) -> None:
-    """Explain every index without a record, a batch at a time, appending each batch durably."""
-    todo = [index for index in indices if index not in directory.items]
-    progress.start(len(indices), len(indices) - len(todo))
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start : start + batch_size]
+def _explain_missing(
+    run: Run,
+    todo: list[int],
+    batch_size: int,
+    strict: bool,
+    distributed: Distributed,
+    save: Callable[[list[dict[str, Any]]], None],
+    progress: Progress,
+    done: int = 0,
+) -> None:
+    """Explain this process's share of ``todo`` a batch at a time, saving each batch's records durably.
+
+    ``todo`` is cut into batches of ``batch_size`` as one process would cut it, and process ``r``
+    takes batches ``r, r + world, ...``: every image is explained in the same batch whatever the
+    number of processes, so the records are too. ``done`` images of the sample were finished before
+    (a resumed run); the progress counts them.
+    """
+    batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
+    mine = [batches[position] for position in distributed.shard(len(batches))]
+    progress.start(done + sum(map(len, mine)), done)
+    for chunk in mine:
         decoded = [(index, _decode(run.test, index, strict)) for index in chunk]
         samples = [(index, item) for index, item in decoded if isinstance(item, Sample)]
         records = {index: item for index, item in decoded if isinstance(item, dict)}
@@ -197,7 +214,7 @@ def _explain_missing(run: Run, directory: RunDirectory, indices: list[int], batc
             explanation = run.explainer.explain([sample for _, sample in samples])
             classes = run.test.classes
             records.update({index: _record(index, sample, explanation, row, classes) for row, (index, sample) in enumerate(samples)})
-        directory.append([records[index] for index in chunk])
+        save([records[index] for index in chunk])
         progress.advance(len(chunk))
     progress.finish()
 
@@ -208,8 +225,9 @@ def _summary(
     """Score the finished records (and, for other metrics, the explainer on the evaluated images).
 
     Prediction metrics get a seeded bootstrap ``interval`` (:mod:`xaikit.bench.uncertainty`) of
-    ``bootstrap`` resamples. A metric whose plugin fails gets ``value: null`` with the reason; its
-    error is returned with the results.
+    ``bootstrap`` resamples over images; any other metric whose result has
+    :attr:`~xaikit.MetricResult.unit_values` gets one over its units. A metric whose plugin fails gets
+    ``value: null`` with the reason; its error is returned with the results.
     """
     records = [directory.items[index] for index in indices]
     done = [record for record in records if record.get("status") != "skipped"]
@@ -228,6 +246,8 @@ def _summary(
                     intervals[metric.name] = bootstrap_interval(metric, labels, scores, resamples=bootstrap, seed=seed)
             else:
                 results.append(metric(run.explainer, Subset(run.test, [record["index"] for record in done])))
+                if bootstrap and results[-1].unit_values is not None:
+                    intervals[metric.name] = mean_interval(results[-1].unit_values, resamples=bootstrap, seed=seed, method=OVER_UNITS)
         except PluginError as error:  # a plugin's metric failed: keep the others' results and every record
             failures.append(error)
             results.append(MetricResult(metric.name, None, metric.higher_is_better, {"reason": str(error)}))
@@ -258,13 +278,20 @@ def run_bench(
 ) -> BenchResult:
     """Run a benchmark and write it to ``out``: ``config.json``, ``items.jsonl``, ``summary.json``.
 
+    Under ``torchrun`` (``WORLD_SIZE > 1``) every process calls this with the same arguments and
+    the test images are shared out between them: process 0 claims ``out``, fits first (unless the
+    explainer's :attr:`~xaikit.Explainer.parallel_fit`), the others fit after it from the caches it
+    filled; each explains its share of the batches into its own shard of records; process 0 merges
+    them and scores. ``items.jsonl`` and ``summary.json`` are those of a one-process run, and a run
+    resumes with any number of processes. Every process returns the same result.
+
     Args:
         config: what to run.
         out: the run directory.
         resume: continue the run in ``out``, skipping images already recorded; its configuration
             must agree on every key that decides results.
         overwrite: replace whatever run is in ``out``.
-        progress: receives progress events.
+        progress: receives progress events (in process 0).
         registry: where component names are looked up (default: the process-wide registry).
 
     Raises:
@@ -278,9 +305,20 @@ def run_bench(
     if config.data_root is not None:
         config = dataclasses.replace(config, data_root=os.path.expanduser(config.data_root))
     registry = registry or get_registry()
-    progress = progress or Progress()
+    distributed = Distributed.from_environment()
+    distributed.select_device(config.device)  # on CUDA, "auto" and "cuda" now name this process's GPU; config.json keeps the name asked for
+    if not distributed.writes:
+        return _follow(config, Path(out).expanduser(), registry, distributed)
+    with _sent_on_failure(distributed):
+        directory = RunDirectory.claim(out, resume=resume, overwrite=overwrite)
+    with directory:
+        return _lead(config, directory, registry, distributed, progress or Progress())
+
+
+def _lead(config: BenchConfig, directory: RunDirectory, registry: Registry, distributed: Distributed, progress: Progress) -> BenchResult:
+    """Process 0 (the only one without ``torchrun``): prepare the directory, fit, explain its share, merge, score, write."""
     clock = _Clock()
-    with RunDirectory.claim(out, resume=resume, overwrite=overwrite) as directory:
+    with _sent_on_failure(distributed):
         progress.stage("building components")
         run = build_run(config, registry)
         indices = sample_indices(len(run.test), config.limit, config.seed)
@@ -288,24 +326,91 @@ def run_bench(
             progress.stage(f"--limit {config.limit} is more than the {len(run.test)} test images: evaluating all of them")
         directory.start(_resolved(config, run), same=RESULT_KEYS)
         _check_records(directory, indices)
-        clock.lap("build")
-        progress.stage(f"fitting {config.explainer} on {len(run.train)} training images")
+    todo = [index for index in indices if index not in directory.items]
+    distributed.broadcast(todo)
+    clock.lap("build")
+    with _sent_on_failure(distributed):
+        progress.stage(f"fitting {config.explainer} on {len(run.train)} training images" + _fit_note(run.explainer, distributed))
         run.explainer.fit(run.train)
+        if run.explainer.parallel_fit:
+            distributed.barrier()
         directory.record()
-        clock.lap("fit")
-        explained = len(indices) - len(set(directory.items) & set(indices))
-        _explain_missing(run, directory, indices, config.batch_size, config.strict, progress)
-        clock.lap("explain")
-        summary, results, failures = _summary(run, directory, indices, progress, bootstrap=config.bootstrap, seed=config.seed)
-        directory.write_summary(summary)
-        clock.lap("score")
-        directory.add_timing({**clock.laps, "images_explained": explained})
+    distributed.broadcast(None)
+    clock.lap("fit")
+    if distributed.active:
+        progress.stage(f"explaining {len(todo)} images with {distributed.world} processes; the bar counts this one's share")
+    _explain_missing(run, todo, config.batch_size, config.strict, distributed, directory.append, progress, 0 if distributed.active else len(indices) - len(todo))
+    distributed.barrier()
+    directory.consolidate(indices)
+    clock.lap("explain")
+    summary, results, failures = _summary(run, directory, indices, progress, bootstrap=config.bootstrap, seed=config.seed)
+    directory.write_summary(summary)
+    clock.lap("score")
+    directory.add_timing({**clock.laps, "images_explained": len(todo), "processes": distributed.world})
+    result = BenchResult(path=directory.path, summary=summary, metrics=results)
+    distributed.broadcast(result)
     if failures:
         raise type(failures[0])(
             f"{failures[0]}; every explained image is kept in {directory.path / 'items.jsonl'} and summary.json "
             "records the other metrics: fix or drop the metric, then --resume scores again without explaining"
         ) from failures[0]
-    return BenchResult(path=directory.path, summary=summary, metrics=results)
+    return result
+
+
+def _follow(config: BenchConfig, out: Path, registry: Registry, distributed: Distributed) -> BenchResult:
+    """Processes 1, 2, ... under ``torchrun``: build, fit after process 0, explain this process's share into its shard."""
+    run = build_run(config, registry)
+    todo = _received(distributed)
+    if run.explainer.parallel_fit:
+        run.explainer.fit(run.train)
+        distributed.barrier()
+        _received(distributed)
+    else:
+        _received(distributed)  # process 0 has fitted: its caches hold the gallery
+        run.explainer.fit(run.train)
+    shard = shard_path(out, distributed.rank)
+    _explain_missing(run, todo, config.batch_size, config.strict, distributed, lambda records: append_records(shard, records), Progress())
+    distributed.barrier()
+    return _received(distributed)
+
+
+def _fit_note(explainer: Explainer, distributed: Distributed) -> str:
+    if not distributed.active:
+        return ""
+    if explainer.parallel_fit:
+        return f" in {distributed.world} processes"
+    return f" (in this process first; the other {distributed.world - 1} then read what it cached)"
+
+
+@contextlib.contextmanager
+def _sent_on_failure(distributed: Distributed) -> Iterator[None]:
+    """In process 0: an error in the block is sent to the other processes (waiting in :func:`_received`), then raised."""
+    try:
+        yield
+    except Exception as error:
+        with contextlib.suppress(Exception):  # the others may have stopped on the same error: report this one, not the broken pipe
+            distributed.broadcast(_Stopped(str(error), error.exit_code if isinstance(error, XaikitError) else None))
+        raise
+
+
+@dataclass(frozen=True)
+class _Stopped:
+    """Process 0's error, as the other processes receive it."""
+
+    message: str
+    exit_code: int | None  # an XaikitError's (2 bad input, 3 a plugin failed), None for an xaikit bug
+
+
+def _received(distributed: Distributed) -> Any:
+    """What process 0 broadcasts next; its error is raised here too, with the same exit code."""
+    value = distributed.broadcast()
+    if isinstance(value, _Stopped):
+        if value.exit_code is None:
+            raise RuntimeError(f"process 0 stopped: {value.message}")
+        error = XaikitError(f"process 0 stopped: {value.message}")
+        error.exit_code = value.exit_code
+        raise error
+    return value
 
 
 def _resolved(config: BenchConfig, run: Run) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from xaikit.bench.progress import Progress
 from xaikit.bench.sampling import REFERENCE_SEED
 from xaikit.cli.console import add_debug, positive_int, stderr, stdout
 from xaikit.cli.options import parse_options
+from xaikit.distributed import Distributed
 from xaikit.quiet import log_to
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     bench.add_argument(
         "--bootstrap", type=int, default=DEFAULT.bootstrap, metavar="N",
-        help=f"resamples of each prediction metric's 95%% bootstrap interval, seeded with --seed; 0 for none (default {DEFAULT.bootstrap})",
+        help=f"resamples of each metric's 95%% bootstrap interval (over images, or over units for consistency, stability, faithfulness), seeded with --seed; 0 for none (default {DEFAULT.bootstrap})",
     )
     add_debug(bench)
     bench.set_defaults(handler=run)
@@ -129,6 +130,13 @@ class _Lines(Progress):
             print(f"{self.done}/{self.total} images", file=stderr.file, flush=True)
 
 
+def _progress(distributed: Distributed) -> Progress:
+    """A bar on a terminal, plain lines in a log; nothing in processes other than 0 under torchrun."""
+    if not distributed.writes:
+        return Progress()
+    return _Bar() if stderr.is_terminal else _Lines()
+
+
 def config_from(args: argparse.Namespace) -> BenchConfig:
     """The :class:`BenchConfig` the component arguments (and ``bench``'s own, where given) describe."""
     metrics = getattr(args, "metrics", None) or list(DEFAULT.metrics)
@@ -164,17 +172,20 @@ def run(args: argparse.Namespace) -> int:
         return _run_grid(args)
 
     config = config_from(args)
-    out = args.out or Path("runs") / f"{config.dataset}-{config.explainer}-{time.strftime('%Y%m%d-%H%M%S')}"
-    progress = _Bar() if stderr.is_terminal else _Lines()
+    distributed = Distributed.from_environment()
+    out = args.out or distributed.broadcast(Path("runs") / f"{config.dataset}-{config.explainer}-{time.strftime('%Y%m%d-%H%M%S')}")
+    progress = _progress(distributed)
     start = time.perf_counter()
     try:
         with log_to(out):  # third-party output goes to <out>/third-party.log
             result = run_bench(config, out, resume=args.resume, overwrite=args.overwrite, progress=progress)
     except KeyboardInterrupt:
         progress.finish()
-        if (out / "config.json").exists():
+        if (out / "config.json").exists() and distributed.writes:
             stderr.print(f"finished images are saved in {escape(str(out))}; continue with --out {escape(str(out))} --resume")
         raise
+    if not distributed.writes:  # under torchrun, process 0 reports for all
+        return 0
     stdout.print(_table(result))
     skipped = len(result.summary["skipped"])
     stdout.print(
@@ -195,13 +206,15 @@ def _run_grid(args: argparse.Namespace) -> int:
     runs = expand(base, axes, listed_runs)
     for _, config in runs:
         config.validate()
-    parent = args.out or default_parent(base, time.strftime("%Y%m%d-%H%M%S"))
-    start_grid(parent, axes, [name for name, _ in runs], resume=args.resume, overwrite=args.overwrite)
+    distributed = Distributed.from_environment()
+    parent = args.out or distributed.broadcast(default_parent(base, time.strftime("%Y%m%d-%H%M%S")))
+    if distributed.writes:
+        start_grid(parent, axes, [name for name, _ in runs], resume=args.resume, overwrite=args.overwrite)
     table = Table(title=f"{escape(str(parent))}: {len(runs)} runs")
     table.add_column("run")
     for metric in base.metrics:
         table.add_column(metric, justify="right")
-    progress = _Bar() if stderr.is_terminal else _Lines()
+    progress = _progress(distributed)
     for number, (name, config) in enumerate(runs, start=1):
         progress.stage(f"run {number}/{len(runs)}: {name}")
         try:
@@ -212,6 +225,8 @@ def _run_grid(args: argparse.Namespace) -> int:
             stderr.print(f"finished runs are saved in {escape(str(parent))}; continue with the same command and --resume")
             raise
         table.add_row(escape(name), *(_value_with_interval(result.summary["metrics"][metric]) for metric in base.metrics))
+    if not distributed.writes:  # under torchrun, process 0 reports for all
+        return 0
     stdout.print(table)
     compared = ""
     if len(runs) > 1:

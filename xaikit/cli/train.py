@@ -26,7 +26,8 @@ from xaikit.cli.bench import add_component_arguments
 from xaikit.cli.console import add_debug, positive_int, stderr, stdout
 from xaikit.cli.options import parse_options
 from xaikit.errors import UnknownOptionError, XaikitError
-from xaikit.training import Distributed, TrainProgress
+from xaikit.distributed import Distributed
+from xaikit.training import TrainProgress
 
 METRICS = "metrics.json"
 """The test-split evaluation written at the end of training."""
@@ -148,16 +149,6 @@ def _record(config: BenchConfig, run: Any, preset: str | None) -> tuple[dict[str
     return {**fixed, "preset": preset, "epochs": epochs, "versions": {**environment(), "plugins": run.plugins}}, fixed
 
 
-def _device(requested: str, distributed: Distributed) -> str:
-    """Under torchrun on CUDA, each process takes the GPU of its local rank."""
-    import torch
-
-    if distributed.active and torch.cuda.is_available() and requested in ("auto", "cuda"):
-        torch.cuda.set_device(distributed.local_rank)
-        return f"cuda:{distributed.local_rank}"
-    return requested
-
-
 def run(args: argparse.Namespace) -> int:
     """Build, train with checkpoints, evaluate on the test split, write ``metrics.json``."""
     import xaikit
@@ -165,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
 
     registry = xaikit.get_registry()
     distributed = Distributed.from_environment()
-    args.device = _device(args.device, distributed)
+    args.device = distributed.select_device(args.device)
     config = train_config(args, registry)
     owned = (METRICS, *getattr(registry.factory("explainer", config.explainer), "run_files", ()))
     directory = RunDirectory.claim(args.out, resume=args.resume, overwrite=args.overwrite, owned=owned) if distributed.writes else None
