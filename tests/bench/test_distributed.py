@@ -129,3 +129,12 @@ def test_an_explainer_that_trains_in_parallel_fits_in_every_process_at_once(tiny
     assert result.returncode == 0, result.stderr[-3000:]
     assert main(["bench", "--data-root", str(tiny_birds), *SAMPLE, *loaded, "--out", str(tmp_path / "one")]) == 0
     assert run_files(tmp_path / "two") == run_files(tmp_path / "one")
+
+
+def test_a_grid_under_torchrun_runs_each_configuration_sharded_and_reports_once(tiny_birds, reference, tmp_path):
+    result = torchrun(2, "bench", "--data-root", str(tiny_birds), *SAMPLE, "--grid", "k=1,3", "--out", str(tmp_path / "grid"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("wrote 2 runs and grid.json") == 1
+    assert run_files(tmp_path / "grid" / "k=3") == run_files(reference)  # k = 3 is the default configuration
+    assert sorted(path.name for path in (tmp_path / "grid" / "k=1").iterdir()) == ["config.json", "items.jsonl", "summary.json"]
+    assert (tmp_path / "grid" / "comparison" / "comparison.html").is_file()
