@@ -185,6 +185,14 @@ class Explainer(ABC):
     def explain(self, samples: Sequence[Sample]) -> Explanation:
         """Classify ``samples`` and explain each decision."""
 
+    def describe_fit(self, dataset: Dataset, name: str) -> str:
+        """What :meth:`fit` is about to do with ``dataset``, in one line for the user (``name``: the explainer's registered name).
+
+        The default says ``fitting NAME on N training images``; an explainer that only loads a
+        checkpoint says so instead.
+        """
+        return f"fitting {name} on {len(dataset)} training images"
+
     @property
     def concept_names(self) -> Sequence[str] | None:
         """Names of the ``K`` concepts of :meth:`concept_maps`, or ``None``."""

@@ -257,6 +257,13 @@ class IVPT(Explainer, Trainable):
         self.hierarchy = metadata.get("hierarchy")
 
     # ------------------------------------------------------------------------------- training
+    def describe_fit(self, dataset: Dataset, name: str) -> str:
+        """``loading NAME from CHECKPOINT`` or ``fitting NAME on N training images``, and the naming of concepts if asked."""
+        what = super().describe_fit(dataset, name) if self.checkpoint is None else f"loading {name} from {self.checkpoint_source}"
+        if self.names_by_parts:
+            what += f", then naming its concepts after the parts they hit in the {len(dataset)} training images"
+        return what
+
     def fit(self, dataset: Dataset) -> IVPT:
         """Train on ``dataset`` in memory, or, with a checkpoint, check that it knows ``dataset``'s classes.
 

@@ -174,3 +174,35 @@ def test_a_metric_over_units_gets_a_seeded_interval_over_its_units(tiny_birds, t
     assert consistency["interval"] == mean_interval(units, resamples=200, seed=31, method=OVER_UNITS)
     assert consistency["interval"]["low"] <= consistency["value"] <= consistency["interval"]["high"]
     assert metrics["accuracy"]["interval"]["method"] == "percentile bootstrap over images"
+
+
+class Recorder(Progress):
+    """Keeps the stages and, per stage, the images reported while a metric scores."""
+
+    def __init__(self) -> None:
+        self.scoring: dict[str, int] = {}
+        self.current = ""
+
+    def stage(self, message: str) -> None:
+        self.current = message
+
+    def scored(self, count: int) -> None:
+        self.scoring[self.current] = self.scoring.get(self.current, 0) + count
+
+
+def test_scoring_reports_every_image_a_metric_sends_through_the_explainer(tiny_birds, tmp_path):
+    progress = Recorder()
+    result = run_bench(config(tiny_birds, explainer="gradcam", metrics=["accuracy", "consistency", "stability"], limit=6), tmp_path / "run", progress=progress)
+    assert progress.scoring == {"scoring consistency": 6, "scoring stability": 12}  # stability: each image clean and noisy
+    assert result.summary["metrics"]["stability"]["value"] is not None
+
+
+def test_reporting_leaves_the_explainer_as_it_was():
+    from xaikit.bench.runner import _reported
+    from xaikit.testing.toys import ToyExplainer
+
+    explainer, progress = ToyExplainer(), Recorder()
+    before = dict(vars(explainer))
+    with _reported(explainer, progress):
+        assert "concept_maps" in vars(explainer)
+    assert vars(explainer) == before and type(explainer).concept_maps is ToyExplainer.concept_maps

@@ -17,5 +17,11 @@ class Progress:
     def advance(self, count: int) -> None:
         """``count`` more images are finished."""
 
+    def scored(self, count: int) -> None:
+        """While a metric scores (after :meth:`stage` named it): ``count`` more images went through the explainer.
+
+        There is no total: a metric may send each image more than once (stability: clean and noisy).
+        """
+
     def finish(self) -> None:
-        """Explaining is over."""
+        """Explaining (or scoring) is over."""

@@ -245,7 +245,8 @@ def _summary(
                 if bootstrap:
                     intervals[metric.name] = bootstrap_interval(metric, labels, scores, resamples=bootstrap, seed=seed)
             else:
-                results.append(metric(run.explainer, Subset(run.test, [record["index"] for record in done])))
+                with _reported(run.explainer, progress):
+                    results.append(metric(run.explainer, Subset(run.test, [record["index"] for record in done])))
                 if bootstrap and results[-1].unit_values is not None:
                     intervals[metric.name] = mean_interval(results[-1].unit_values, resamples=bootstrap, seed=seed, method=OVER_UNITS)
         except PluginError as error:  # a plugin's metric failed: keep the others' results and every record
@@ -265,6 +266,36 @@ def _summary(
         },
     }
     return summary, results, failures
+
+
+_SCORED_CALLS = ("concept_maps", "forward", "explain")
+"""The explainer's methods a metric sends images through; :func:`_reported` counts their images."""
+
+
+@contextlib.contextmanager
+def _reported(explainer: Explainer, progress: Progress) -> Iterator[None]:
+    """Within the block, every image a metric sends through ``explainer`` is reported to :meth:`Progress.scored`.
+
+    Each method of :data:`_SCORED_CALLS` is shadowed by an instance attribute that calls it and
+    reports ``len`` of its first argument (a batch of images or samples); leaving the block removes them.
+    """
+
+    def counted(method: Callable[..., Any]) -> Callable[..., Any]:
+        def call(inputs: Any, *args: Any, **kwargs: Any) -> Any:
+            output = method(inputs, *args, **kwargs)
+            progress.scored(len(inputs))
+            return output
+
+        return call
+
+    for name in _SCORED_CALLS:
+        setattr(explainer, name, counted(getattr(explainer, name)))
+    try:
+        yield
+    finally:
+        for name in _SCORED_CALLS:
+            vars(explainer).pop(name, None)
+        progress.finish()
 
 
 def run_bench(
@@ -330,7 +361,7 @@ def _lead(config: BenchConfig, directory: RunDirectory, registry: Registry, dist
     distributed.broadcast(todo)
     clock.lap("build")
     with _sent_on_failure(distributed):
-        progress.stage(f"fitting {config.explainer} on {len(run.train)} training images" + _fit_note(run.explainer, distributed))
+        progress.stage(run.explainer.describe_fit(run.train, config.explainer) + _fit_note(run.explainer, distributed))
         run.explainer.fit(run.train)
         if run.explainer.parallel_fit:
             distributed.barrier()

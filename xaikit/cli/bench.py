@@ -86,7 +86,7 @@ def add_component_arguments(parser: argparse.ArgumentParser, explainer: str = DE
 
 
 class _Bar(Progress):
-    """A rich progress bar on a terminal."""
+    """A rich progress bar on a terminal: explaining counts to the total, scoring counts images with no total."""
 
     def __init__(self) -> None:
         self.bar = RichProgress(
@@ -94,8 +94,10 @@ class _Bar(Progress):
             console=stderr, transient=True,
         )
         self.task = None
+        self.stage_name = ""
 
     def stage(self, message: str) -> None:
+        self.stage_name = message
         stderr.print(f"[dim]{escape(message)}[/]")
 
     def start(self, total: int, done: int) -> None:
@@ -105,18 +107,25 @@ class _Bar(Progress):
     def advance(self, count: int) -> None:
         self.bar.advance(self.task, count)
 
+    def scored(self, count: int) -> None:
+        if self.task is None:
+            self.bar.start()
+            self.task = self.bar.add_task(f"{escape(self.stage_name)} (images)", total=None)
+        self.bar.advance(self.task, count)
+
     def finish(self) -> None:
         self.bar.stop()
+        if self.task is not None:
+            self.bar.remove_task(self.task)
+            self.task = None
 
 
 class _Lines(Progress):
     """Plain progress lines for logs: at most about ten per run."""
 
     def __init__(self) -> None:
-        self.total = self.done = self.shown = 0
-
-    def stage(self, message: str) -> None:
-        print(message, file=stderr.file, flush=True)
+        self.total = self.done = self.shown = self.scoring = 0
+        self.next_line = 64
 
     def start(self, total: int, done: int) -> None:
         self.total, self.done = total, done
@@ -128,6 +137,18 @@ class _Lines(Progress):
         if self.done == self.total or self.done - self.shown >= max(1, self.total // 10):
             self.shown = self.done
             print(f"{self.done}/{self.total} images", file=stderr.file, flush=True)
+
+    def stage(self, message: str) -> None:
+        self.scoring, self.next_line = 0, 64
+        print(message, file=stderr.file, flush=True)
+
+    def scored(self, count: int) -> None:
+        """A line at 64, 128, 256, ... images: a handful however long the metric runs."""
+        self.scoring += count
+        if self.scoring >= self.next_line:
+            print(f"{self.scoring} images through the explainer", file=stderr.file, flush=True)
+            while self.next_line <= self.scoring:
+                self.next_line *= 2
 
 
 def _progress(distributed: Distributed) -> Progress:

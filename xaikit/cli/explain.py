@@ -97,15 +97,6 @@ def _refuse_annotation_segmenter(image: str, run: Any) -> None:
         )
 
 
-def _preparing(config, explainer_options: dict[str, Any], images: int) -> str:
-    """What the explainer is about to do before explaining: load its checkpoint or fit, and name its concepts."""
-    checkpoint = explainer_options.get("checkpoint")
-    what = f"loading {config.explainer} from {checkpoint}" if checkpoint is not None else f"fitting {config.explainer} on {images} training images"
-    if explainer_options.get("concept_names") == "parts":
-        what += f", then naming its concepts after the parts they hit in the {images} training images"
-    return what
-
-
 def run(args: argparse.Namespace) -> int:
     """Build the components, fit (or load), explain the image and write the figure."""
     import xaikit
@@ -125,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         config = whole
     else:
         query = _dataset_query(args.image, run.train.split("all"))
-    stderr.print(f"[dim]{escape(_preparing(config, config.options.get('explainer', {}), len(run.train)))}[/]")
+    stderr.print(f"[dim]{escape(run.explainer.describe_fit(run.train, config.explainer))}[/]")
     run.explainer.fit(run.train)
     explanation = run.explainer.explain([query])
     detail = explanation.details[0]
