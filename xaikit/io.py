@@ -14,7 +14,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["exclusive", "write_bytes_atomically", "write_json_atomically", "write_png_atomically"]
+__all__ = ["IMAGE_FORMATS", "exclusive", "write_bytes_atomically", "write_image_atomically", "write_json_atomically"]
+
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".pdf": "PDF"}
+"""The figure files xaikit writes, by suffix: PNG (lossless, the default), JPEG and PDF (a raster page, for LaTeX)."""
 
 
 def write_bytes_atomically(path: str | os.PathLike[str], data: bytes) -> None:
@@ -74,8 +77,16 @@ def write_json_atomically(path: str | os.PathLike[str], value: Any) -> None:
     write_bytes_atomically(path, (json.dumps(value, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
 
 
-def write_png_atomically(path: str | os.PathLike[str], image: np.ndarray) -> None:
-    """Encode an RGB ``(H, W, 3)`` (or grey ``(H, W)``) ``uint8`` image as PNG and write it atomically."""
+def write_image_atomically(path: str | os.PathLike[str], image: np.ndarray) -> None:
+    """Encode an RGB ``(H, W, 3)`` (or grey ``(H, W)``) ``uint8`` image in the format its suffix names and write it atomically.
+
+    Raises:
+        ValueError: a suffix other than those of :data:`IMAGE_FORMATS` (commands check theirs up front).
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in IMAGE_FORMATS:
+        raise ValueError(f"{path}: an image file ends in {', '.join(IMAGE_FORMATS)}, not '{suffix}'")
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG")
+    options = {"quality": 95} if IMAGE_FORMATS[suffix] == "JPEG" else {"resolution": 150.0} if IMAGE_FORMATS[suffix] == "PDF" else {}
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format=IMAGE_FORMATS[suffix], **options)
     write_bytes_atomically(path, buffer.getvalue())

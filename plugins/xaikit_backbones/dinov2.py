@@ -16,7 +16,8 @@ import torch
 
 from xaikit.backbones import Preprocess, Tokens, ViTBackbone
 from xaikit.backbones.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from xaikit.errors import MissingDependencyError, WeightsUnavailableError, XaikitError
+from xaikit.backbones.pretrained import missing_model, pretrained_source
+from xaikit.errors import MissingDependencyError, XaikitError
 
 MODEL_TYPES = ("dinov2", "dinov2_with_registers")
 _RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # PIL resample codes in processor configs
@@ -32,21 +33,10 @@ def _transformers() -> Any:
     return transformers
 
 
-def _source(model: str) -> str:
-    """What ``from_pretrained`` is given: a local directory with ``~`` expanded, else the hub id."""
-    local = Path(model).expanduser()
-    return str(local) if local.exists() else model
-
-
-def _looks_like_a_path(model: str) -> bool:
-    """Whether ``model`` names a folder rather than a hub id (``owner/name``): absolute, ``~``, ``.``, or deeper than two parts."""
-    return model.startswith(("/", "~", ".")) or model.count("/") > 1 or "\\" in model
-
-
 def _load(transformers: Any, model: str) -> torch.nn.Module:
     """``AutoModel.from_pretrained`` with one-sentence errors for missing weights and wrong models."""
     local = Path(model).expanduser()
-    source = _source(model)
+    source = pretrained_source(model)
     try:
         config = transformers.AutoConfig.from_pretrained(source)
         if config.model_type not in MODEL_TYPES:
@@ -55,19 +45,13 @@ def _load(transformers: Any, model: str) -> torch.nn.Module:
     except (OSError, ValueError) as error:
         if local.exists():
             raise XaikitError(f"{local} is not a transformers DINOv2 directory: {error}") from None
-        if _looks_like_a_path(model):
-            raise XaikitError(f"the DINOv2 model directory {local} does not exist; pass model= a directory written by save_pretrained, or a hub id") from None
-        raise WeightsUnavailableError(
-            f"cannot load DINOv2 '{model}': its weights are not on this machine and the model hub cannot be "
-            f"reached; download it where there is network (huggingface-cli download {model} --local-dir DIR) "
-            "and pass model=DIR"
-        ) from None
+        raise missing_model("DINOv2", model) from None
 
 
 def _preprocessing(transformers: Any, model: str) -> Preprocess:
     """The model's own evaluation transform from its processor config, else DINOv2's default."""
     try:
-        processor = transformers.AutoImageProcessor.from_pretrained(_source(model))
+        processor = transformers.AutoImageProcessor.from_pretrained(pretrained_source(model))
     except (OSError, ValueError):
         return DEFAULT_PREPROCESS
     size = getattr(processor, "size", None) or {}

@@ -28,10 +28,10 @@ from xaikit.interfaces import Backbone, Capability, Dataset, Explainer
 from xaikit.distributed import Distributed
 from xaikit.training import Trainable, TrainProgress
 from xaikit.types import Explanation, Sample
-from xaikit.validation import choice_option, flag_option, integer_option
+from xaikit.validation import choice_option, flag_option, integer_option, number_option
 from xaikit_ivpt.checkpoint import CHECKPOINT_FILE, Checkpoint, load_checkpoint, save_checkpoint
 from xaikit_ivpt.losses import LossOptions, LossWeights
-from xaikit_ivpt.model import EMPTY_REGIONS, GROUPINGS, INITS, PROMPT_REGIONS, IVPTModel, check_vit, layer_names
+from xaikit_ivpt.model import EMPTY_REGIONS, GROUPINGS, HEADS, INITS, PROMPT_REGIONS, IVPTModel, check_vit, layer_names
 from xaikit_ivpt.naming import names_from_rates, part_hit_rates
 from xaikit_ivpt.train import TrainSettings, train_model
 
@@ -171,7 +171,8 @@ class IVPT(Explainer, Trainable):
             ),
         )
         self.architecture = {
-            "prototypes": [integer_option("prototypes", count, 2) for count in prototypes], "head": head, "tau": tau,
+            "prototypes": [integer_option("prototypes", count, 2) for count in prototypes],
+            "head": choice_option("head", head, HEADS), "tau": number_option("tau", tau, 1e-3),
             "empty_regions": choice_option("empty_regions", empty_regions, EMPTY_REGIONS),
             "prompt_regions": choice_option("prompt_regions", prompt_regions, PROMPT_REGIONS),
             "train_prompt_norm": flag_option("train_prompt_norm", train_prompt_norm), "init": choice_option("init", init, INITS),

@@ -49,7 +49,7 @@ from xaikit.figure_layout import (
     verdict_lines,
     wrap,
 )
-from xaikit.io import write_png_atomically
+from xaikit.io import write_image_atomically
 
 __all__ = [
     "FALLBACK_TEXT",
@@ -226,8 +226,8 @@ def draw_explanation(
 
 
 def save_explanation(path: str | os.PathLike[str], figure: np.ndarray) -> None:
-    """Write ``figure`` (``(H, W, 3)`` ``uint8``) to ``path`` as a PNG, atomically (see :mod:`xaikit.io`)."""
-    write_png_atomically(path, _check_image("the figure", np.asarray(figure)))
+    """Write ``figure`` (``(H, W, 3)`` ``uint8``) to ``path`` as PNG, JPEG or PDF by its suffix, atomically (see :func:`xaikit.io.write_image_atomically`)."""
+    write_image_atomically(path, _check_image("the figure", np.asarray(figure)))
 
 
 # ------------------------------------------------------------------------------------------ checks

@@ -37,7 +37,8 @@ def register_segmenters(register):
         "xaikit_segmenters.vlpart:VLPartSegmenter",
         summary="VLPart (Mask R-CNN for parts): Pascal-Part bird classes or a custom vocabulary; overlaps go to the highest score.",
         requires=("detectron2",),
-        install=_DETECTRON2 + ", then clone https://github.com/facebookresearch/VLPart, pip install -r VLPart/requirements.txt "
+        install=_DETECTRON2 + ", then clone https://github.com/facebookresearch/VLPart, pip install clip-anytorch 'setuptools<80' lvis "
+        "nltk opencv-python-headless scikit-learn ftfy regex (not its requirements.txt, which pins timm 0.5) "
         "and pass source=VLPart (step by step in docs/segmenters.md#vlpart)",
     )
     register(
@@ -45,7 +46,8 @@ def register_segmenters(register):
         "xaikit_segmenters.san:SANSegmenter",
         summary="SAN (side adapter network on CLIP): open-vocabulary semantic parts, ids remapped through its returned vocabulary.",
         requires=("detectron2",),
-        install=_DETECTRON2 + ", then clone https://github.com/MendelXu/SAN, pip install -r SAN/requirements.txt "
+        install=_DETECTRON2 + ", then clone https://github.com/MendelXu/SAN, pip install clip-anytorch 'setuptools<80' wandb "
+        "opencv-python-headless ftfy regex (not its requirements.txt, which pins open_clip 2.16) "
         "and pass source=SAN (see docs/segmenters.md#san)",
     )
     register(

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from xaikit.backbones.device import resolve_device
-from xaikit.errors import MissingDependencyError, WeightsUnavailableError, XaikitError
+from xaikit.backbones.pretrained import missing_model, pretrained_source
+from xaikit.errors import MissingDependencyError, XaikitError
 from xaikit.interfaces import Segmenter
 from xaikit.types import PartMap, Sample
 from xaikit_segmenters.external import spec_digest
@@ -47,7 +48,7 @@ def _transformers() -> Any:
 def _load(transformers: Any, model: str) -> tuple[torch.nn.Module, Any]:
     """The CLIPSeg model and its processor, with one-sentence errors for missing or wrong models."""
     local = Path(model).expanduser()
-    source = str(local) if local.exists() else model
+    source = pretrained_source(model)
     try:
         config = transformers.AutoConfig.from_pretrained(source)
         if config.model_type != "clipseg":
@@ -57,11 +58,7 @@ def _load(transformers: Any, model: str) -> tuple[torch.nn.Module, Any]:
     except (OSError, ValueError) as error:
         if local.exists():
             raise XaikitError(f"{local} is not a transformers CLIPSeg directory with its processor: {error}") from None
-        raise WeightsUnavailableError(
-            f"cannot load CLIPSeg '{model}': its weights are not on this machine and the model hub cannot be "
-            f"reached; download it where there is network (huggingface-cli download {model} --local-dir DIR) "
-            "and pass model=DIR"
-        ) from None
+        raise missing_model("CLIPSeg", model) from None
     return network, processor
 
 

@@ -96,7 +96,7 @@ def test_identity_changes_with_the_weights(tmp_path):
 def test_offline_without_weights_is_one_sentence(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
-    with pytest.raises(WeightsUnavailableError, match=r"cannot load DINOv2 'facebook/dinov2-small': .* pass model=DIR$"):
+    with pytest.raises(WeightsUnavailableError, match=r"cannot load DINOv2 'facebook/dinov2-small': .* pass model=DIR \(as a folder, facebook/dinov2-small does not exist here either\)$"):
         xaikit.create("backbone", "dinov2", model="facebook/dinov2-small", device="cpu")
 
 

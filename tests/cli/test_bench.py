@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from xaikit.cli import main
@@ -67,7 +68,10 @@ def test_explain_a_dataset_image_by_id(tiny_birds, tmp_path, capsys):
     assert main(["explain", str(image_id), "--data-root", str(tiny_birds), "--out", str(out), "--json"]) == 0
     figure = np.asarray(Image.open(out))
     assert figure.ndim == 3 and figure.shape[0] > 3 * 280  # the query beside each of the 3 prototypes, one row each
-    assert "predicted" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "predicted" in captured.out and f"created the folder {out.parent}" in " ".join(captured.err.split())
+    assert main(["explain", str(image_id), "--data-root", str(tiny_birds), "--out", str(tmp_path / "fig.pdf")]) == 0
+    assert (tmp_path / "fig.pdf").read_bytes().startswith(b"%PDF")
 
 
 def test_explain_an_image_file_with_a_pixel_segmenter(tiny_birds, tmp_path):
@@ -90,4 +94,7 @@ def test_explain_refusals(tiny_birds, tmp_path, capsys):
     assert "needs an annotated dataset image" in last_error(capsys)
     assert main(["explain", "999999", "--data-root", str(tiny_birds), "--out", str(tmp_path / "z.png")]) == 2
     assert "no image with id 999999" in last_error(capsys)
-    assert not any(Path(tmp_path).glob("[xyz].png"))
+    with pytest.raises(SystemExit) as exit_code:
+        main(["explain", "1", "--data-root", str(tiny_birds), "--out", str(tmp_path / "figure.txt")])
+    assert exit_code.value.code == 2 and "'figure.txt' does not end in .png, .jpg, .jpeg, .pdf" in last_error(capsys).replace(str(tmp_path) + "/", "")
+    assert not any(Path(tmp_path).glob("[xyz].png")) and not (tmp_path / "figure.txt").exists()

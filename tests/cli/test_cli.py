@@ -74,6 +74,15 @@ def test_info_shows_documentation_and_options(capsys):
     assert "dataset cub" in out and "crop_to_bbox=False" in out and "root=required" in out
 
 
+def test_info_with_one_word_names_the_command_meant(capsys):
+    assert main(["info", "vlpart"]) == 2
+    assert one_line(capsys.readouterr().err) == "error: xaikit info takes KIND NAME; 'vlpart' is a segmenter: xaikit info segmenter vlpart"
+    assert main(["info", "matchers"]) == 2
+    assert one_line(capsys.readouterr().err).startswith("error: xaikit info matcher needs the component's NAME, one of: cosine, mnn")
+    assert main(["info", "nosuch"]) == 2
+    assert "unknown kind 'nosuch'" in one_line(capsys.readouterr().err)
+
+
 def test_unknown_kind_is_one_line_and_exit_2(capsys):
     assert main(["list", "segmentr"]) == 2
     assert one_line(capsys.readouterr().err) == "error: unknown kind 'segmentr'; did you mean 'segmenter'?"

@@ -53,4 +53,4 @@ def test_offline_weights_exit_2_with_one_sentence(setup, tmp_path, monkeypatch, 
     assert main(arguments) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: cannot load DINOv2 'facebook/dinov2-base': its weights are not on this machine")
-    assert err.endswith("and pass model=DIR") and "\n" not in err
+    assert err.endswith("and pass model=DIR (as a folder, facebook/dinov2-base does not exist here either)") and "\n" not in err

@@ -18,7 +18,8 @@ HAS_DETECTRON2 = importlib.util.find_spec("detectron2") is not None
 VLPART_HINT = (
     "error: segmenter 'vlpart' needs 'detectron2', which is not installed; install it with: build detectron2 from source "
     "(pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'), then clone "
-    "https://github.com/facebookresearch/VLPart, pip install -r VLPart/requirements.txt and pass source=VLPart "
+    "https://github.com/facebookresearch/VLPart, pip install clip-anytorch 'setuptools<80' lvis nltk opencv-python-headless "
+    "scikit-learn ftfy regex (not its requirements.txt, which pins timm 0.5) and pass source=VLPart "
     "(step by step in docs/segmenters.md#vlpart)"
 )
 

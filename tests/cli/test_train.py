@@ -28,6 +28,7 @@ def test_train_writes_config_checkpoint_and_test_accuracy(trained, capsys):
     config = json.loads((trained / "config.json").read_text())
     assert config["components"]["explainer"]["name"] == "ivpt" and config["epochs"] == 2
     assert config["components"]["explainer"]["options"]["train_batch_size"] == 8
+    assert config["device"] == "cpu" and config["device_requested"] == "cpu"
     metrics = json.loads((trained / "metrics.json").read_text())
     assert metrics["accuracy"]["images"] == 16 and 0 <= metrics["accuracy"]["top1"] <= 100
     assert metrics["last_epoch"]["epoch"] == 2 and metrics["processes"] == 1  # counted from 1, as printed
@@ -71,6 +72,29 @@ def test_train_refusals_are_one_sentence(tiny_birds, tmp_path, capsys):
     assert "no backbone" in last_error(capsys)
     assert main(["train", "--option", "head=both", *out]) == 2
     assert "unknown head 'both'" in last_error(capsys)
+    assert not (tmp_path / "x").exists(), "every refusal comes before the run directory is written"
+    untouched = ["--data-root", str(tiny_birds), "--out", str(tmp_path / "zero")]
+    assert main(["train", "--option", "epochs=0", *untouched]) == 2
+    assert "needs at least 1 epoch, got epochs=0; to evaluate an untrained ivpt, run: xaikit bench" in last_error(capsys)
+    assert not (tmp_path / "zero").exists(), "refused before the run directory is claimed"
+    with pytest.raises(SystemExit):
+        main(["train", "--epochs", "0", *untouched])
+    assert "--epochs" in capsys.readouterr().err
+
+
+def test_train_help_lists_only_what_training_takes(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--k " not in text and "--segmenter" not in text and "--matcher" not in text
+    assert "klc" not in text and "segmenter.radius" not in text and "dataset.per_class=10" in text
+
+
+def test_train_records_the_data_root_with_home_expanded(tiny_birds, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tiny_birds.parent))
+    out = tmp_path / "run"
+    assert main(["train", "--data-root", f"~/{tiny_birds.name}", "--epochs", "1", *TINY, "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["data_root"] == str(tiny_birds)
 
 
 def test_the_reference_preset_names_the_papers_recipe(monkeypatch):

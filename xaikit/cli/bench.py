@@ -70,7 +70,7 @@ def add_component_arguments(parser: argparse.ArgumentParser, explainer: str = DE
     """
     parser.add_argument("--dataset", default=DEFAULT.dataset, help=f"registered dataset (default {DEFAULT.dataset})")
     parser.add_argument("--data-root", type=Path, help="the dataset's root directory (required for cub)")
-    parser.add_argument("--backbone", help="registered backbone (default: the explainer's, demo-vit for klc)")
+    parser.add_argument("--backbone", help="registered backbone (default: the explainer's" + (", demo-vit for klc)" if parts else ")"))
     if parts:
         parser.add_argument("--segmenter", help="registered segmenter (default: the explainer's, annotations for klc)")
         parser.add_argument("--matcher", help="registered matcher (default: the explainer's, mnn for klc)")
@@ -80,8 +80,9 @@ def add_component_arguments(parser: argparse.ArgumentParser, explainer: str = DE
     parser.add_argument("--device", default=DEFAULT.device, help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument(
         "--option", action="append", default=[], metavar="KIND.KEY=VALUE",
-        help="component option, repeatable: backbone.image_size=224, segmenter.radius=0.1, "
-        "metric.consistency.mu=0.8; a bare KEY=VALUE goes to the explainer",
+        help="component option, repeatable: backbone.image_size=224, "
+        + ("segmenter.radius=0.1, metric.consistency.mu=0.8" if parts else "dataset.per_class=10, explainer.lr_head=0.01")
+        + "; a bare KEY=VALUE goes to the explainer",
     )
 
 

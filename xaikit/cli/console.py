@@ -36,6 +36,16 @@ def make_parent(path: Path) -> None:
         stderr.print(f"[dim]created the folder {escape(str(path.parent))}[/]")
 
 
+def figure_file(text: str) -> Path:
+    """An ``argparse`` type: a figure's path, ending in a suffix :func:`xaikit.io.write_image_atomically` writes (else exit 2)."""
+    from xaikit.io import IMAGE_FORMATS
+
+    path = Path(text)
+    if path.suffix.lower() not in IMAGE_FORMATS:
+        raise argparse.ArgumentTypeError(f"{text!r} does not end in {', '.join(IMAGE_FORMATS)} (the figure's format)")
+    return path
+
+
 def positive_int(text: str) -> int:
     """An ``argparse`` type: a whole number of at least 1 (a usage error, exit 2, otherwise)."""
     try:

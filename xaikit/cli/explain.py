@@ -18,7 +18,7 @@ from typing import Any
 from rich.markup import escape
 
 from xaikit.cli.bench import add_component_arguments, config_from
-from xaikit.cli.console import add_debug, make_parent, stderr, stdout
+from xaikit.cli.console import add_debug, figure_file, make_parent, stderr, stdout
 
 PIXEL_SEGMENTER = "dino-parts"
 """The weight-free segmenter that reads pixels, suggested when an image file meets ``annotations``."""
@@ -39,7 +39,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         f"file (needs a segmenter that reads pixels, e.g. --segmenter {PIXEL_SEGMENTER}; the training images are then read whole)",
     )
     add_component_arguments(explain)
-    explain.add_argument("--out", type=Path, default=Path("explanation.png"), help="PNG to write (default explanation.png)")
+    explain.add_argument("--out", type=figure_file, default=Path("explanation.png"), help="figure to write: .png, .jpg or .pdf (default explanation.png)")
     explain.add_argument("--json", action="store_true", help="also print the explanation's details as JSON")
     add_debug(explain)
     explain.set_defaults(handler=run)
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     """Build the components, fit (or load), explain the image and write the figure."""
     import xaikit
     from xaikit.bench.runner import build_run
-    from xaikit.io import write_png_atomically
+    from xaikit.io import write_image_atomically
 
     registry = xaikit.get_registry()
     config = config_from(args)
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     detail = explanation.details[0]
     figure = run.explainer.render(query, detail)
     make_parent(args.out)
-    write_png_atomically(args.out, figure)
+    write_image_atomically(args.out, figure)
     prediction = int(explanation.predictions[0])
     name = run.train.classes[prediction] if 0 <= prediction < len(run.train.classes) else str(prediction)
     if args.json:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
 
 import xaikit
 from xaikit.cli.console import add_debug, stdout
+from xaikit.errors import XaikitError
 from xaikit.hookspecs import KINDS
 from xaikit.introspect import describe_factory
 from xaikit.registry import ComponentInfo, normalise_kind
@@ -46,7 +48,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         description="Show a component's documentation, options and providing plugin (imports it, builds nothing).",
     )
     info.add_argument("kind", metavar="KIND", help="backbone, segmenter, matcher, explainer, metric or dataset")
-    info.add_argument("name", metavar="NAME", help="the component's registered name")
+    info.add_argument("name", metavar="NAME", nargs="?", help="the component's registered name")
     add_debug(info)
     info.set_defaults(handler=run_info)
 
@@ -106,6 +108,8 @@ def run_list(args: argparse.Namespace) -> int:
 def run_info(args: argparse.Namespace) -> int:
     """Print one component's summary, documentation and options, without importing it (see :mod:`xaikit.introspect`)."""
     registry = xaikit.get_registry()
+    if args.name is None:
+        raise XaikitError(_missing_name(registry, args.kind))
     kind = normalise_kind(args.kind)
     entry, _ = registry.resolve(kind, args.name, check_dependencies=False)
     info = next(c for c in registry.components(kind) if c.name == entry.name and c.plugin == entry.plugin)
@@ -121,3 +125,13 @@ def run_info(args: argparse.Namespace) -> int:
         stdout.print()
         stdout.print(escape(described.doc))
     return 0
+
+
+def _missing_name(registry: Any, given: str) -> str:
+    """The sentence for ``xaikit info WORD``: the command it meant, when ``WORD`` is a component's name or a kind."""
+    kinds = sorted({component.kind for component in registry.components() if component.name == given})
+    if kinds:
+        return f"xaikit info takes KIND NAME; '{given}' is a {' and a '.join(kinds)}: xaikit info {kinds[0]} {given}"
+    kind = normalise_kind(given)  # an unknown word is refused here, naming the kinds
+    names = ", ".join(sorted({component.name for component in registry.components(kind)}))
+    return f"xaikit info {kind} needs the component's NAME, one of: {names}"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from xaikit.cli.console import add_debug, make_parent, stdout
+from xaikit.cli.console import add_debug, figure_file, make_parent, stdout
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -28,7 +28,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="segmenter option, repeatable: threshold=0.3, model=DIR, source=DIR, weights=FILE",
     )
     segment.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N, for segmenters that take one (default auto)")
-    segment.add_argument("--out", type=Path, default=Path("overlay.png"), help="PNG to write (default overlay.png)")
+    segment.add_argument("--out", type=figure_file, default=Path("overlay.png"), help="overlay to write: .png, .jpg or .pdf (default overlay.png)")
     add_debug(segment)
     segment.set_defaults(handler=run)
 
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from xaikit.cli.options import parse_options
     from xaikit.cli.segment_figure import overlay
     from xaikit.data.cub import decode_image
-    from xaikit.io import write_png_atomically
+    from xaikit.io import write_image_atomically
     from xaikit.types import Sample
 
     options = parse_options(args.option)
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     segmenter = xaikit.get_registry().build("segmenter", args.segmenter, offer={"device": args.device}, **options)
     (part_map,) = segmenter.segment([sample])
     make_parent(args.out)
-    write_png_atomically(args.out, overlay(sample.image, part_map))
+    write_image_atomically(args.out, overlay(sample.image, part_map))
     names = [part_map.names.get(label, f"label {label}") for label in part_map.present().tolist()]
     found = f"{len(names)} part(s): {', '.join(names)}" if names else "no parts found"
     stdout.print(f"{escape(found)}; wrote {escape(str(args.out))}")

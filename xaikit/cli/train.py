@@ -10,6 +10,7 @@ train ...`` every process runs this command; rank 0 writes and reports.
 from __future__ import annotations
 
 import argparse
+import os
 import contextlib
 import time
 from collections.abc import Mapping
@@ -45,7 +46,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "torchrun --nproc_per_node N -m xaikit train ...",
     )
     add_component_arguments(train, explainer="ivpt", parts=False)
-    train.add_argument("--epochs", type=int, help="training epochs (default: the explainer's or the preset's)")
+    train.add_argument("--epochs", type=positive_int, help="training epochs, at least 1 (default: the explainer's or the preset's)")
     train.add_argument("--batch-size", type=positive_int, help="images per optimiser step over all processes (the explainer's train_batch_size)")
     train.add_argument("--seed", type=int, help="training seed (default: the explainer's)")
     train.add_argument("--preset", help="a named recipe of the explainer, e.g. reference (ivpt: the paper's 518 px DINOv2-B run)")
@@ -130,15 +131,22 @@ def train_config(args: argparse.Namespace, registry: Any) -> BenchConfig:
         options.setdefault("explainer", {})[key] = value
     if "explainer" in options:  # typed now, so that a preset's values and the flags compare as numbers
         options["explainer"] = registry.coerce("explainer", args.explainer, options["explainer"])
+    if options.get("explainer", {}).get("epochs", 1) < 1:
+        raise XaikitError(
+            f"xaikit train needs at least 1 epoch, got epochs={options['explainer']['epochs']}; to evaluate an untrained "
+            f"{args.explainer}, run: xaikit bench --explainer {args.explainer} --option epochs=0"
+        )
     return BenchConfig(
-        dataset=args.dataset, data_root=None if args.data_root is None else str(args.data_root), backbone=backbone,
+        dataset=args.dataset, data_root=None if args.data_root is None else os.path.expanduser(args.data_root), backbone=backbone,
         explainer=args.explainer, metrics=[],
         device=args.device, options={kind: value for kind, value in options.items() if value},
     )
 
 
 def _record(config: BenchConfig, run: Any, preset: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``config.json`` for the run, and the same without ``epochs`` (what must match to resume)."""
+    """``config.json`` for the run, and the same without ``epochs`` and the device (what must match to resume)."""
+    from xaikit.backbones.device import resolve_device
+
     components = {kind: dict(value) for kind, value in run.components.items()}
     explainer = dict(components["explainer"])
     options = dict(explainer.get("options", {}))
@@ -146,7 +154,8 @@ def _record(config: BenchConfig, run: Any, preset: str | None) -> tuple[dict[str
     options.pop("device", None)  # where it runs does not change what it learns
     components["explainer"] = {**explainer, "options": options}
     fixed = {"dataset": config.dataset, "data_root": config.data_root, "components": components}
-    return {**fixed, "preset": preset, "epochs": epochs, "versions": {**environment(), "plugins": run.plugins}}, fixed
+    device = {"device": str(resolve_device(config.device)), "device_requested": config.device}
+    return {**fixed, "preset": preset, "epochs": epochs, **device, "versions": {**environment(), "plugins": run.plugins}}, fixed
 
 
 def run(args: argparse.Namespace) -> int:

@@ -104,9 +104,16 @@ def test_offline_without_weights_is_one_sentence(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
     with pytest.raises(
-        WeightsUnavailableError, match=r"^cannot load CLIPSeg 'CIDAS/clipseg-rd64-refined': .* pass model=DIR$"
+        WeightsUnavailableError, match=r"^cannot load CLIPSeg 'CIDAS/clipseg-rd64-refined': .* pass model=DIR \(as a folder, CIDAS/clipseg-rd64-refined does not exist here either\)$"
     ):
         xaikit.create("segmenter", "clipseg", device="cpu")
+
+
+@pytest.mark.parametrize("path", ["/data/models/clipseg", "~/models/clipseg", "./clipseg", "models/CIDAS/clipseg-rd64-refined"])
+def test_a_missing_local_directory_is_named_not_sent_to_the_hub(path):
+    with pytest.raises(XaikitError, match=r"the CLIPSeg model directory .* does not exist") as caught:
+        xaikit.create("segmenter", "clipseg", model=path, device="cpu")
+    assert "huggingface-cli" not in str(caught.value) and "~" not in str(caught.value)
 
 
 def test_a_directory_that_is_not_clipseg_is_refused(tmp_path):
