@@ -6,8 +6,9 @@ Usage::
         [--out-json benchmarks/results/compare_speed.json]
 
 It writes ``--runs`` run directories directly, as ``xaikit bench`` lays them out: ``config.json`` (the
-runs differ in KLC's ``k``), ``items.jsonl`` with KLC-sized details (3 prototypes, 15 parts with
-keypoints, matches) and ``summary.json`` scored by the ``accuracy`` metric with the benchmark's own
+runs differ in KLC's ``k``), ``items.jsonl`` with the details KLC writes on synthetic birds (``k``
+prototypes, the query's and each prototype's 15 parts with keypoints, matches; about 4.6 kB a line, as
+in the README's runs), class names as long as synthetic-birds' (``001.White_crowned_..._Hookbill``), and ``summary.json`` scored by the ``accuracy`` metric with the benchmark's own
 1000-resample bootstrap interval. Each run gets every image right with its own probability, so the
 pairs have discordant images. It then times the whole command ``python -m xaikit compare RUN ... --out
 DIR`` in a fresh process (interpreter start, imports, reading, 21 paired tests, plots, writing), best of
@@ -38,7 +39,7 @@ PARTS = ("back", "beak", "belly", "breast", "crown", "forehead", "left eye", "le
 
 def write_run(
     path: Path, labels: Sequence[int], correct: Sequence[bool], *, image_ids: Sequence[int] | None = None,
-    classes: int | None = None, k: int = 3, seed: int = 31, skipped: Sequence[int] = (),
+    classes: int | None = None, k: int = 3, seed: int = 31, skipped: Sequence[int] = (), names: Sequence[str] | None = None,
 ) -> None:
     """Write a finished synthetic run to ``path``, with the files and fields ``xaikit bench`` writes.
 
@@ -50,6 +51,7 @@ def write_run(
         k: KLC's ``k``, recorded in the configuration (so runs differ there).
         seed: the run's seed (its bootstrap's too).
         skipped: indices of extra test images recorded as skipped.
+        names: the class names (default ``species 0``, ``species 1``, ...).
     """
     import xaikit
     from xaikit.bench.uncertainty import bootstrap_interval
@@ -59,6 +61,7 @@ def write_run(
     prediction = torch.where(torch.tensor(correct, dtype=torch.bool), label, (label + 1) % count)
     scores = torch.nn.functional.one_hot(prediction, count).float() * 0.9 + 0.1 / count
     ids = range(len(labels)) if image_ids is None else image_ids
+    names = [f"species {number}" for number in range(count)] if names is None else list(names)
     path.mkdir(parents=True)
     config = {
         "dataset": "synthetic-birds", "data_root": None, "explainer": "klc", "metrics": ["accuracy"], "k": k, "limit": None,
@@ -70,8 +73,8 @@ def write_run(
     (path / "config.json").write_text(json.dumps(config, indent=2))
     records = [
         {
-            "index": index, "image_id": int(image), "path": f"images/{image}.jpg", "label": int(truth), "class": f"species {truth}",
-            "prediction": int(guess), "predicted_class": f"species {guess}", "correct": bool(truth == guess),
+            "index": index, "image_id": int(image), "path": f"images/{image}.jpg", "label": int(truth), "class": names[truth],
+            "prediction": int(guess), "predicted_class": names[guess], "correct": bool(truth == guess),
             "scores": [round(float(value), 6) for value in row], "details": _details(index, k),
         }
         for index, (image, truth, guess, row) in enumerate(zip(ids, label.tolist(), prediction.tolist(), scores))
@@ -91,11 +94,17 @@ def write_run(
 
 
 def _details(index: int, k: int) -> dict[str, Any]:
-    """KLC-sized details: ``k`` prototypes, 15 parts with keypoints, a match per part."""
+    """The details KLC writes: ``k`` prototypes, the query's and each prototype's parts with keypoints, matches."""
+    def parts(shift: int) -> list[dict[str, Any]]:
+        return [{"keypoint": [round(37.5 + 5.3 * p + shift, 2), round(21.7 + 3.1 * p, 2)], "label": p + 1, "name": name} for p, name in enumerate(PARTS)]
+
     return {
-        "prototypes": [{"index": index * k + j, "label": j, "votes": 15 - j} for j in range(k)],
-        "parts": [{"name": name, "keypoint": [round(0.1 * p, 3), round(0.05 * p, 3)]} for p, name in enumerate(PARTS)],
-        "matches": [{"prototype": j, "part": name, "similarity": 0.8} for j in range(k) for name in PARTS[:5]],
+        "fallback": False, "label": 0, "prediction": 0, "rejected_matches": 2,
+        "prototypes": [{"dataset_index": index + j, "gallery_index": j, "image_id": index + j + 1, "label": 0, "similarity": 0.941149} for j in range(k)],
+        "query_parts": parts(0)[:10],
+        "prototype_parts": [parts(j + 1) for j in range(k)],
+        "matches": [{"part": name, "prototype": 1, "prototype_part": p, "prototype_part_name": name, "query_part": p, "similarity": 0.968817}
+                    for p, name in enumerate(PARTS[:5])],
     }
 
 
@@ -103,11 +112,12 @@ def synthetic_runs(root: Path, runs: int, images: int, classes: int) -> list[Pat
     """``runs`` runs of the same ``images`` images, run ``r`` right on each image with probability ``0.75 + 0.03 r``."""
     generator = torch.Generator().manual_seed(0)
     labels = (torch.arange(images) % classes).tolist()
+    names = [f"{number + 1:03d}.White_crowned_Orange_throated_Green_winged_Fan_tailed_Hookbill" for number in range(classes)]
     paths = []
     for run in range(runs):
         correct = (torch.rand(images, generator=generator) < 0.75 + 0.03 * run).tolist()
         paths.append(root / f"k{run + 1}")
-        write_run(paths[-1], labels, correct, classes=classes, k=run + 1)
+        write_run(paths[-1], labels, correct, classes=classes, k=run + 1, names=names)
     return paths
 
 

@@ -41,6 +41,8 @@ def test_compare_prints_and_writes_the_report_without_touching_the_runs(runs, tm
     assert "Configuration differences" in printed and "McNemar p" in printed and "components.explainer.options.k" in printed
     assert sorted(entry.name for entry in out.iterdir()) == [
         "accuracy.png", "compare.json", "comparison.html", "comparison.md", "config.csv", "metrics.csv", "pairs.csv", "per_class.csv", "per_class.png"]
+    metrics = {row["metric"]: row for row in csv.DictReader((out / "metrics.csv").open()) if row["run"] == "k1"}
+    assert metrics["accuracy"]["interval over"] == "images"
     (pair,) = list(csv.DictReader((out / "pairs.csv").open()))
     assert (pair["run A"], pair["run B"], pair["images"]) == ("k1", "k3", "6")
     assert 0 < float(pair["McNemar p"]) <= 1 and float(pair["95% low"]) <= float(pair["A − B (points)"]) <= float(pair["95% high"])

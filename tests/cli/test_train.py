@@ -38,6 +38,7 @@ def test_train_writes_config_checkpoint_and_test_accuracy(trained, capsys):
 def test_bench_and_explain_load_the_checkpoint(trained, tiny_birds, tmp_path, capsys):
     bench = ["bench", "--explainer", "ivpt", "--data-root", str(tiny_birds), "--option", f"checkpoint={trained}", "--device", "cpu"]
     assert main([*bench, "--metric", "accuracy", "--metric", "consistency", "--out", str(tmp_path / "bench")]) == 0
+    assert "intervals resample the images; for consistency, their units" in " ".join(capsys.readouterr().out.split())
     summary = json.loads((tmp_path / "bench" / "summary.json").read_text())
     trained_top1 = json.loads((trained / "metrics.json").read_text())["accuracy"]["top1"]
     assert summary["metrics"]["accuracy"]["value"] == pytest.approx(trained_top1)

@@ -183,6 +183,9 @@ def _table(result: BenchResult) -> Table:
         extra = ", ".join(f"{key} {value:.2f}" for key, value in metric.details.items() if isinstance(value, float))
         value = "—" if metric.value is None else f"{metric.value:.2f}"
         table.add_row(metric.name, value, _interval(result.summary["metrics"][metric.name]), "higher" if metric.higher_is_better else "lower", extra)
+    over_units = [name for name, entry in result.summary["metrics"].items() if (entry.get("interval") or {}).get("method", "").endswith("over units")]
+    if over_units:
+        table.caption = f"intervals resample the images; for {', '.join(over_units)}, their units"
     return table
 
 

@@ -121,11 +121,14 @@ def _metrics(runs: Sequence[Run]) -> Table:
         for name, metric in run.summary["metrics"].items():
             interval = metric.get("interval") or {}
             details = ", ".join(f"{key} {value:.2f}" for key, value in (metric.get("details") or {}).items() if isinstance(value, float))
-            rows.append((run.name, name, metric.get("value"), interval.get("low"), interval.get("high"),
+            over = str(interval.get("method", "")).rpartition(" over ")[2] or None  # "images" or "units"
+            rows.append((run.name, name, metric.get("value"), interval.get("low"), interval.get("high"), over,
                          "higher" if metric.get("higher_is_better") else "lower", run.summary.get("evaluated"), details))
     columns = (Column("run"), Column("metric"), Column("value", ".2f"), Column("95% low", ".2f"), Column("95% high", ".2f"),
-               Column("better"), Column("images"), Column("details"))
-    return Table("metrics", "Metrics", columns, rows, "Intervals are each run's own 95% percentile bootstrap over its images, from its summary.json.")
+               Column("interval over"), Column("better"), Column("images"), Column("details"))
+    note = ("Intervals are each run's own 95% percentile bootstrap from its summary.json, over its images or, for a mean over units "
+            "(consistency and stability: class x concept units; faithfulness: the images' deletion gaps), over those units.")
+    return Table("metrics", "Metrics", columns, rows, note)
 
 
 def _pairs(runs: Sequence[Run], evaluated: Sequence[_Evaluated], resamples: int, seed: int) -> Table:
