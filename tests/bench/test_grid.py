@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -74,6 +75,98 @@ def test_a_grid_runs_every_combination_resumes_and_refuses_to_start_over(tiny_bi
     assert (tmp_path / "grid" / "k=3" / "items.jsonl").read_bytes() == items
 
 
+def files_of(directory):
+    return {path.name: path.read_bytes() for path in directory.iterdir()}
+
+
+def test_a_resumed_grid_keeps_its_finished_runs_as_they_are_and_finishes_the_others(tiny_birds, tmp_path, capsys):
+    arguments = ["bench", "--data-root", str(tiny_birds), "--limit", "2", "--device", "cpu", "--grid", "k=1,3", "--out", str(tmp_path / "grid")]
+    assert main(arguments) == 0
+    capsys.readouterr()
+    finished = files_of(tmp_path / "grid" / "k=1")
+    summary = (tmp_path / "grid" / "k=3" / "summary.json").read_bytes()
+    (tmp_path / "grid" / "k=3" / "summary.json").unlink()  # killed while scoring: every image explained, no summary
+    assert main([*arguments, "--resume"]) == 0
+    captured = capsys.readouterr()
+    assert "run 1/2: k=1 (finished, kept)" in captured.err and "run 2/2: k=3\n" in captured.err
+    assert files_of(tmp_path / "grid" / "k=1") == finished  # not rebuilt, refitted, nor timed again
+    assert len(json.loads(finished["config.json"])["timing"]) == 1
+    assert (tmp_path / "grid" / "k=3" / "summary.json").read_bytes() == summary
+    assert "k=1" in captured.out and "top1" in captured.out
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("nosuch=1", "grid run k=1,nosuch=1: explainer 'klc' has no option 'nosuch'"),
+        ("dataset.nosuch=1", "grid run k=1,dataset.nosuch=1: dataset 'synthetic-birds' has no option 'nosuch'"),
+        ("crop_to_bbox=maybe", "grid run k=1,crop_to_bbox=maybe: explainer 'klc' has no option 'crop_to_bbox'"),
+        ("dataset.crop_to_bbox=true,maybe", "grid run k=1,dataset.crop_to_bbox=maybe: dataset 'synthetic-birds' option 'crop_to_bbox' must be true or false"),
+        ("segmenter=nosuch", "grid run k=1,segmenter=nosuch: unknown segmenter 'nosuch'"),
+    ],
+)
+def test_a_refused_grid_leaves_its_out_directory_as_it_was(tiny_birds, tmp_path, capsys, setting, message):
+    (tmp_path / "grid").mkdir()
+    arguments = ["bench", "--data-root", str(tiny_birds), "--limit", "2", "--device", "cpu", "--grid", "k=1", "--out", str(tmp_path / "grid")]
+    assert main([*arguments, "--grid", setting]) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1
+    assert list((tmp_path / "grid").iterdir()) == []
+
+
+def test_a_grid_whose_first_run_is_refused_takes_its_record_back_and_the_corrected_command_runs(tiny_birds, tmp_path, capsys):
+    arguments = ["bench", "--limit", "2", "--device", "cpu", "--grid", "k=1,3", "--out", str(tmp_path / "grid")]
+    assert main([*arguments, "--dataset", "cub", "--data-root", str(tmp_path / "missing")]) == 2  # refused while building run 1
+    assert "missing" in capsys.readouterr().err and not (tmp_path / "grid").exists()
+    assert main([*arguments, "--dataset", "cub", "--data-root", str(tiny_birds)]) == 0
+    assert json.loads((tmp_path / "grid" / "grid.json").read_text())["runs"] == ["k=1", "k=3"]
+
+
+def test_overwriting_with_a_smaller_grid_removes_the_old_runs_and_report_but_never_a_users_file(tiny_birds, tmp_path, capsys):
+    grid = tmp_path / "grid"
+    arguments = ["bench", "--data-root", str(tiny_birds), "--limit", "2", "--device", "cpu", "--out", str(grid)]
+    assert main([*arguments, "--grid", "k=1,3"]) == 0
+    before = {name: files_of(grid / name) for name in ("k=1", "k=3", "comparison")}
+    capsys.readouterr()
+    for folder in ("k=3", "comparison"):
+        (grid / folder / "notes.txt").write_text("mine")
+        assert main([*arguments, "--grid", "k=1", "--overwrite"]) == 2
+        error = capsys.readouterr().err
+        assert "notes.txt" in error and error.count("\n") == 1
+        (grid / folder / "notes.txt").unlink()
+        assert {name: files_of(grid / name) for name in before} == before  # refused before deleting anything
+        assert json.loads((grid / "grid.json").read_text())["runs"] == ["k=1", "k=3"]
+    assert main([*arguments, "--grid", "k=1", "--overwrite"]) == 0
+    assert sorted(path.name for path in grid.iterdir()) == ["grid.json", "k=1"]
+    assert json.loads((grid / "grid.json").read_text())["runs"] == ["k=1"]
+    out = capsys.readouterr().out
+    assert "wrote 1 run and grid.json" in out and "1 run\n" in out
+
+
+def test_run_names_and_settings_do_not_depend_on_where_a_value_came_from():
+    from xaikit.bench.grid import describe
+
+    typed = [Axis("label_agreement", (True,)), Axis("k", (5,))]
+    written = [parse_axis("label_agreement=true"), parse_axis("k=5")]
+    assert [name for name, _ in expand(BenchConfig(), typed)] == [name for name, _ in expand(BenchConfig(), written)] == ["label_agreement=true,k=5"]
+    assert describe(typed) == describe(written) == ["label_agreement = true, k = 5"]
+    runs = [{"name": "klc"}, {"name": "full", "dataset.crop_to_bbox": False, "segmenter": "dino-parts"}]
+    assert describe([], runs) == ["defaults", "dataset.crop_to_bbox = false, segmenter = dino-parts"]
+    with pytest.raises(XaikitError, match="cannot be named 'comparison'"):
+        expand(BenchConfig(), [], [{"name": "comparison"}])
+
+
+def test_the_grid_table_shows_each_runs_settings_metrics_and_details(tiny_birds, tmp_path, capsys):
+    (tmp_path / "exp.toml").write_text('[[run]]\nname = "base"\n\n[[run]]\nname = "k1"\nk = 1\n')
+    assert main(["bench", "--data-root", str(tiny_birds), "--limit", "2", "--device", "cpu", "--grid-file", str(tmp_path / "exp.toml"), "--out", str(tmp_path / "grid")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if "settings" in line)
+    assert [cell.strip() for cell in header.strip("┃│ ").replace("┃", "│").split("│")] == ["run", "settings", "accuracy (95% interval)", "details"]
+    rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]] for line in lines if line.startswith("│")}
+    assert rows["base"][0] == "defaults" and rows["k1"][0] == "k = 1"
+    assert all(row[2].startswith("top1 ") and ", top5 " in row[2] for row in rows.values())
+
+
 def test_a_foreign_grid_json_is_never_overwritten(tiny_birds, tmp_path, capsys):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "grid.json").write_text('{"my": "data"}')
@@ -82,15 +175,23 @@ def test_a_foreign_grid_json_is_never_overwritten(tiny_birds, tmp_path, capsys):
     assert (tmp_path / "mine" / "grid.json").read_text() == '{"my": "data"}'
 
 
-def test_the_readmes_klc_table_experiment_names_its_seven_runs():
+def test_the_readmes_klc_table_is_the_one_its_experiment_prints():
     from pathlib import Path
+
+    from xaikit.bench.grid import describe
 
     root = Path(__file__).resolve().parents[2]
     axes, runs = read_grid_file(root / "docs" / "examples" / "klc-synthetic-birds.toml")
     named = dict(expand(BenchConfig(), axes, runs))
-    readme = (root / "README.md").read_text()
-    assert len(named) == 7 and all(f"| `{name}`" in readme for name in named)
+    assert len(named) == 7
     assert named["klc-k5"].k == 5 and named["nearest-prototype-full-frames"].explainer == "nearest-prototype"
+    readme = (root / "README.md").read_text()
+    section = readme[readme.index("## KLC on synthetic birds") :]
+    lines = [line for line in section[: section.index("\n## ")].splitlines() if line.startswith("|")]
+    cells = [[cell.strip().strip("`") for cell in line.strip("|").split(" | ")] for line in lines]
+    assert cells[0] == ["run", "settings", "accuracy (95% interval)", "details"]  # the columns the grid's table prints
+    assert [(row[0], row[1]) for row in cells[2:]] == list(zip(named, describe(axes, runs), strict=True))
+    assert all(re.fullmatch(r"\d+\.\d\d \(\d+\.\d\d – \d+\.\d\d\)", row[2]) and re.fullmatch(r"top1 \d+\.\d\d, top5 \d+\.\d\d", row[3]) for row in cells[2:])
 
 
 def test_a_grid_without_matplotlib_keeps_its_runs_and_says_why_there_is_no_report(tiny_birds, tmp_path, capsys, monkeypatch):

@@ -180,7 +180,7 @@ def _table(result: BenchResult) -> Table:
     table.add_column("better")
     table.add_column("details")
     for metric in result.metrics:
-        extra = ", ".join(f"{key} {value:.2f}" for key, value in metric.details.items() if isinstance(value, float))
+        extra = _details(metric.details)
         value = "—" if metric.value is None else f"{metric.value:.2f}"
         table.add_row(metric.name, value, _interval(result.summary["metrics"][metric.name]), "higher" if metric.higher_is_better else "lower", extra)
     over_units = [name for name, entry in result.summary["metrics"].items() if (entry.get("interval") or {}).get("method", "").endswith("over units")]
@@ -221,35 +221,61 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_grid(args: argparse.Namespace) -> int:
-    """Every combination of ``--grid`` values as its own resumable run under ``--out``, then one table of them all."""
-    from xaikit.bench.grid import default_parent, expand, parse_axis, read_grid_file, start_grid
+    """Every combination of ``--grid`` values as its own resumable run under ``--out``, then one table of them all.
+
+    Every run's settings are checked before anything is written; a grid refused before any run recorded
+    its configuration takes its ``grid.json`` back. With ``--resume``, a finished run is kept as it is.
+    """
+    from xaikit.bench.grid import COMPARISON, check_runs, default_parent, describe, expand, finished_summary, parse_axis, read_grid_file, start_grid, undo_grid
+    from xaikit.bench.rundir import CONFIG
     from xaikit.bench.runner import run_bench
+    from xaikit.errors import XaikitError
 
     base = config_from(args)
     listed_axes, listed_runs = read_grid_file(args.grid_file) if args.grid_file else ([], [])
     axes = [parse_axis(text) for text in args.grid] + listed_axes
     runs = expand(base, axes, listed_runs)
-    for _, config in runs:
-        config.validate()
+    settings = describe(axes, listed_runs)
+    check_runs(runs)
     distributed = Distributed.from_environment()
     parent = args.out or distributed.broadcast(default_parent(base, time.strftime("%Y%m%d-%H%M%S")))
+    created, problem = [], None
     if distributed.writes:
-        start_grid(parent, axes, [name for name, _ in runs], resume=args.resume, overwrite=args.overwrite)
-    table = Table(title=f"{escape(str(parent))}: {len(runs)} runs")
-    table.add_column("run")
-    for metric in base.metrics:
-        table.add_column(metric, justify="right")
-    progress = _progress(distributed)
-    for number, (name, config) in enumerate(runs, start=1):
-        progress.stage(f"run {number}/{len(runs)}: {name}")
         try:
-            with log_to(parent / name):
-                result = run_bench(config, parent / name, resume=args.resume, overwrite=args.overwrite, progress=progress)
-        except KeyboardInterrupt:
-            progress.finish()
-            stderr.print(f"finished runs are saved in {escape(str(parent))}; continue with the same command and --resume")
-            raise
-        table.add_row(escape(name), *(_value_with_interval(result.summary["metrics"][metric]) for metric in base.metrics))
+            created = start_grid(parent, axes, [name for name, _ in runs], resume=args.resume, overwrite=args.overwrite)
+        except XaikitError as error:
+            problem = error
+    problem = distributed.broadcast(problem)  # the other processes stop too, instead of waiting for process 0
+    if problem is not None:
+        raise problem
+    table = Table(title=f"{escape(str(parent))}: {len(runs)} {_plural(len(runs), 'run')}")
+    table.add_column("run")
+    table.add_column("settings")
+    for metric in base.metrics:
+        table.add_column(f"{metric} (95% interval)", justify="right")
+    table.add_column("details")
+    progress = _progress(distributed)
+    for number, ((name, config), setting) in enumerate(zip(runs, settings, strict=True), start=1):
+        summary = distributed.broadcast(finished_summary(parent / name, config) if args.resume and distributed.writes else None)
+        if summary is not None:
+            progress.stage(f"run {number}/{len(runs)}: {name} (finished, kept)")
+        else:
+            progress.stage(f"run {number}/{len(runs)}: {name}")
+            try:
+                with log_to(parent / name):
+                    summary = run_bench(config, parent / name, resume=args.resume, overwrite=args.overwrite, progress=progress).summary
+            except KeyboardInterrupt:
+                progress.finish()
+                stderr.print(f"finished runs are saved in {escape(str(parent))}; continue with the same command and --resume")
+                raise
+            except XaikitError:
+                if created and not any((parent / other / CONFIG).exists() for other, _ in runs):
+                    undo_grid(created)  # nothing of this grid was recorded: the corrected command starts afresh
+                raise
+        entries = [summary["metrics"][metric] for metric in base.metrics]
+        details = [(metric, _details(entry.get("details") or {})) for metric, entry in zip(base.metrics, entries, strict=True)]
+        shown = details[0][1] if len(details) == 1 else "; ".join(f"{metric}: {text}" for metric, text in details if text)
+        table.add_row(escape(name), escape(setting), *(_value_with_interval(entry) for entry in entries), escape(shown))
     if not distributed.writes:  # under torchrun, process 0 reports for all
         return 0
     stdout.print(table)
@@ -259,18 +285,27 @@ def _run_grid(args: argparse.Namespace) -> int:
         from xaikit.errors import MissingDependencyError
 
         try:
-            report([parent / name for name, _ in runs], parent / "comparison", resamples=base.bootstrap, seed=base.seed, show=False)
-            compared = f" and their comparison (paired tests, per-class accuracy, plots) in {escape(str(parent / 'comparison'))}/comparison.html"
+            report([parent / name for name, _ in runs], parent / COMPARISON, resamples=base.bootstrap, seed=base.seed, show=False)
+            compared = f" and their comparison (paired tests, per-class accuracy, plots) in {escape(str(parent / COMPARISON))}/comparison.html"
         except MissingDependencyError as error:  # the runs are done; only the report needs the plot extra
             compared = f"; no comparison report: {escape(str(error))}"
-    stdout.print(f"wrote {len(runs)} runs and grid.json under {escape(str(parent))}{compared}")
+    stdout.print(f"wrote {len(runs)} {_plural(len(runs), 'run')} and grid.json under {escape(str(parent))}{compared}")
     return 0
+
+
+def _plural(count: int, word: str) -> str:
+    return word if count == 1 else f"{word}s"
 
 
 def _interval(entry: dict) -> str:
     """A summary entry's 95 % interval as ``96.00 – 99.51``, or ``""`` when it has none."""
     interval = entry.get("interval") or {}
     return f"{interval['low']:.2f} – {interval['high']:.2f}" if interval.get("low") is not None else ""
+
+
+def _details(details: dict) -> str:
+    """A metric's details as the tables show them: its numbers, ``top1 98.00, top5 99.50``."""
+    return ", ".join(f"{key} {value:.2f}" for key, value in details.items() if isinstance(value, float))
 
 
 def _value_with_interval(entry: dict) -> str:
