@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import itertools
 import json
 import os
@@ -48,6 +47,7 @@ from typing import Any
 
 from xaikit.bench.config import BenchConfig, split_options
 from xaikit.bench.rundir import CONFIG, LOCK, SUMMARY, TEMPORARY, RunDirectory
+from xaikit.bench.runner import default_component_name
 from xaikit.compare.runs import MANIFEST
 from xaikit.errors import UnknownOptionError, XaikitError, suggest
 from xaikit.io import write_json_atomically
@@ -229,7 +229,7 @@ def _check_components(config: BenchConfig, registry: Registry) -> None:
     if config.k is not None and not registry.accepts("explainer", config.explainer, "k"):
         raise UnknownOptionError(f"explainer '{config.explainer}' takes no k")
     for kind in ("backbone", "segmenter", "matcher"):
-        name = getattr(config, kind) or _default_name(registry, config.explainer, kind)
+        name = getattr(config, kind) or default_component_name(registry, config.explainer, kind)
         if not registry.accepts("explainer", config.explainer, kind):
             if getattr(config, kind) is not None or kind in config.options:
                 raise UnknownOptionError(f"explainer '{config.explainer}' takes no {kind}")
@@ -252,15 +252,6 @@ def _check_options(registry: Registry, kind: str, name: str, options: dict[str, 
             hint = suggest(option, accepted) or (f"; its options are {', '.join(accepted)}" if accepted else "; it takes no options")
             raise UnknownOptionError(f"{kind} '{name}' has no option '{option}'{hint}")
     registry.coerce(kind, name, options)
-
-
-def _default_name(registry: Registry, explainer: str, kind: str) -> str | None:
-    """The explainer factory's default for ``kind`` when it is a name (as the runner picks it)."""
-    try:
-        parameter = inspect.signature(registry.factory("explainer", explainer)).parameters.get(kind)
-    except (TypeError, ValueError):
-        return None
-    return parameter.default if parameter is not None and isinstance(parameter.default, str) else None
 
 
 def finished_summary(path: Path, config: BenchConfig, registry: Registry | None = None) -> dict[str, Any] | None:
@@ -302,7 +293,7 @@ def _recorded_as(recorded: dict[str, Any], config: BenchConfig, registry: Regist
     if components["explainer"]["name"] != config.explainer or (config.k is not None and recorded.get("k") != config.k):
         return False
     for kind in ("backbone", "segmenter", "matcher"):
-        name = getattr(config, kind) or (_default_name(registry, config.explainer, kind) if kind in components else None)
+        name = getattr(config, kind) or (default_component_name(registry, config.explainer, kind) if kind in components else None)
         if (components[kind]["name"] if kind in components else None) != name:
             return False
     for label, options in config.options.items():

@@ -104,7 +104,7 @@ def build_run(config: BenchConfig, registry: Registry) -> Run:
             explainer_options.setdefault(key, value)
     built: dict[str, Any] = {}
     for kind in _SHARED_KINDS:
-        name = getattr(config, kind) or _default_name(registry, config.explainer, kind)
+        name = getattr(config, kind) or default_component_name(registry, config.explainer, kind)
         if not accepts(kind):
             if getattr(config, kind) is not None or kind in config.options:
                 raise UnknownOptionError(f"explainer '{config.explainer}' takes no {kind}")
@@ -146,7 +146,7 @@ def _metric_options(registry: Registry, name: str, config: BenchConfig) -> dict[
     return options
 
 
-def _default_name(registry: Registry, explainer: str, kind: str) -> str | None:
+def default_component_name(registry: Registry, explainer: str, kind: str) -> str | None:
     """The explainer factory's default for ``kind`` when it is a registered name."""
     try:
         parameter = inspect.signature(registry.factory("explainer", explainer)).parameters.get(kind)
