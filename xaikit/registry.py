@@ -509,6 +509,19 @@ class Registry:
         """
         return coerce_options(f"{normalise_kind(kind)} '{name}'", self.factory(kind, name), options)
 
+    def check_options(self, kind: str, name: str, options: dict[str, Any]) -> None:
+        """Refuse, as :meth:`build` would and building nothing, an unregistered ``name`` or an option its factory does not take.
+
+        Options the caller supplies later (a runner's ``backbone`` object, a dataset's ``root``) may be
+        missing; values are not checked here (:meth:`coerce` does that).
+
+        Raises:
+            UnknownComponentError, UnknownOptionError: naming the component and the option.
+        """
+        kind = normalise_kind(kind)
+        self.resolve(kind, name)
+        _check_options(f"{kind} '{name}'", self.factory(kind, name), options, required=False)
+
     def accepts(self, kind: str, name: str, option: str) -> bool:
         """Whether the factory of ``kind``/``name`` takes the keyword ``option`` (or any via ``**kwargs``)."""
         signature = keyword_options(self.factory(kind, name))
@@ -548,8 +561,8 @@ def keyword_options(factory: Callable[..., Any]) -> tuple[list[inspect.Parameter
     return named, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
-def _check_options(label: str, factory: Callable[..., Any], options: dict[str, Any]) -> None:
-    """Refuse options the factory does not take, and required options that are missing."""
+def _check_options(label: str, factory: Callable[..., Any], options: dict[str, Any], *, required: bool = True) -> None:
+    """Refuse options the factory does not take, and (with ``required``) required options that are missing."""
     found = keyword_options(factory)
     if found is None or found[1]:  # no signature, or **kwargs: let the call decide
         return
@@ -561,6 +574,6 @@ def _check_options(label: str, factory: Callable[..., Any], options: dict[str, A
                 f"; its options are {', '.join(accepted)}" if accepted else "; it takes no options"
             )
             raise UnknownOptionError(f"{label} has no option '{option}'{hint}")
-    for parameter in parameters:
+    for parameter in parameters if required else ():
         if parameter.default is inspect.Parameter.empty and parameter.name not in options:
             raise UnknownOptionError(f"{label} needs the option '{parameter.name}'")

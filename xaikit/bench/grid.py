@@ -48,11 +48,12 @@ from typing import Any
 from xaikit.bench.config import BenchConfig, split_options
 from xaikit.bench.rundir import CONFIG, LOCK, SUMMARY, TEMPORARY, RunDirectory
 from xaikit.bench.runner import default_component_name
+from xaikit.compare.report import previous_files
 from xaikit.compare.runs import MANIFEST
-from xaikit.errors import UnknownOptionError, XaikitError, suggest
+from xaikit.errors import UnknownOptionError, XaikitError
 from xaikit.io import write_json_atomically
 from xaikit.options import OptionText
-from xaikit.registry import Registry, keyword_options
+from xaikit.registry import Registry
 
 __all__ = [
     "COMPARISON", "GRID_FILE", "Axis", "check_runs", "default_parent", "describe", "expand", "finished_summary", "parse_axis",
@@ -244,13 +245,7 @@ def _check_components(config: BenchConfig, registry: Registry) -> None:
 
 def _check_options(registry: Registry, kind: str, name: str, options: dict[str, Any]) -> None:
     """``name`` is registered, its factory takes every option, and each value is of the declared type."""
-    registry.resolve(kind, name)
-    for option in options:
-        if not registry.accepts(kind, name, option):
-            found = keyword_options(registry.factory(kind, name))
-            accepted = [parameter.name for parameter in found[0]] if found else []
-            hint = suggest(option, accepted) or (f"; its options are {', '.join(accepted)}" if accepted else "; it takes no options")
-            raise UnknownOptionError(f"{kind} '{name}' has no option '{option}'{hint}")
+    registry.check_options(kind, name, options)
     registry.coerce(kind, name, options)
 
 
@@ -358,7 +353,7 @@ def _remove_stale(parent: Path, old: list[Any], names: Sequence[str]) -> None:
                 raise XaikitError(f"refusing to overwrite the grid in {parent}: its old run {path.name} is not a folder xaikit wrote; move it or choose another --out")
             if path.exists():
                 claimed.append(RunDirectory.claim(path, resume=False, overwrite=True))  # locked, and refused if it holds a foreign file
-        ours = [*_report_files(report), MANIFEST]
+        ours = [*previous_files(report), MANIFEST]
         if report.is_symlink() or (report.exists() and not report.is_dir()):
             raise XaikitError(f"refusing to overwrite the grid in {parent}: {report} is not a folder xaikit wrote; move it or choose another --out")
         foreign = sorted(entry.name for entry in report.iterdir() if entry.name not in ours and not TEMPORARY.match(entry.name)) if report.exists() else []
@@ -383,16 +378,6 @@ def _remove_stale(parent: Path, old: list[Any], names: Sequence[str]) -> None:
             if deleted:
                 with contextlib.suppress(OSError):
                     run.path.rmdir()
-
-
-def _report_files(report: Path) -> list[str]:
-    """The files a previous ``xaikit compare`` wrote into ``report``, as its manifest lists them."""
-    try:
-        manifest = json.loads((report / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return []
-    files = manifest.get("files") if isinstance(manifest, dict) and "xaikit_compare" in manifest else None
-    return [name for name in files if isinstance(name, str) and "/" not in name and name not in (".", "..")] if isinstance(files, list) else []
 
 
 def _is_grid_record(path: Path) -> bool:

@@ -24,7 +24,7 @@ from xaikit.compare.tables import Comparison, Table
 from xaikit.errors import XaikitError
 from xaikit.io import write_bytes_atomically, write_json_atomically
 
-__all__ = ["check_out", "write_report"]
+__all__ = ["check_out", "previous_files", "write_report"]
 
 def check_out(out: Path, runs: Sequence[Run]) -> None:
     """Refuse an ``out`` that is a file, lies in a compared run, or holds anything but a previous comparison.
@@ -40,7 +40,7 @@ def check_out(out: Path, runs: Sequence[Run]) -> None:
             raise XaikitError(f"--out {out} is inside run {run.path}, and xaikit compare never writes into a run; choose another --out")
     if not out.exists():
         return
-    ours = set(_previous(out)) | ({MANIFEST} if _is_manifest(out / MANIFEST) else set())
+    ours = set(previous_files(out)) | ({MANIFEST} if _is_manifest(out / MANIFEST) else set())
     foreign = sorted({entry.name for entry in out.iterdir()} - ours)
     foreign = [name for name in foreign if not TEMPORARY.match(name)]
     if foreign:
@@ -61,7 +61,7 @@ def _is_manifest(path: Path) -> bool:
     return _read_manifest(path) is not None
 
 
-def _previous(out: Path) -> list[str]:
+def previous_files(out: Path) -> list[str]:
     """The files a previous comparison in ``out`` wrote, from its ``compare.json`` (none when there is none)."""
     manifest = _read_manifest(out / MANIFEST)
     files = manifest.get("files") if manifest is not None else None
@@ -83,7 +83,7 @@ def write_report(comparison: Comparison, runs: Sequence[Run], out: Path) -> list
     files["comparison.html"] = _html(comparison, runs, plots).encode()
     for name, data in files.items():
         write_bytes_atomically(out / name, data)
-    for stale in set(_previous(out)) - set(files):
+    for stale in set(previous_files(out)) - set(files):
         with contextlib.suppress(FileNotFoundError):
             (out / stale).unlink()
     written = sorted(files)
